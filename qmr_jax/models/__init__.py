@@ -1,0 +1,12 @@
+"""Model parameter containers (NamedTuple pytrees) with characteristic functions."""
+
+from .base import Market, cumulants
+from .bates import Bates
+from .gbm import GBM
+from .heston import Heston
+from .kou import Kou
+from .merton import Merton
+
+MODELS = (GBM, Merton, Kou, Heston, Bates)
+
+__all__ = ["GBM", "Merton", "Kou", "Heston", "Bates", "Market", "cumulants", "MODELS"]

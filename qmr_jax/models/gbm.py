@@ -1,0 +1,34 @@
+"""Geometric Brownian motion (Black-Scholes)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_fields, positive
+
+
+def diffusion_log_cf(sigma, u, t):
+    """log E[exp(iu X)] of the Gaussian part ``X = -sigma^2 t/2 + sigma W_t``."""
+    iu = 1j * u
+    return -0.5 * sigma**2 * t * (iu + u * u)
+
+
+class GBM(NamedTuple):
+    """Geometric Brownian motion: ``dS/S = (r - q) dt + sigma dW``.
+
+    Attributes:
+      sigma: volatility (decimal, e.g. 0.6 for 60%).
+    """
+
+    sigma: jax.Array | float
+
+    def log_cf(self, u, t):
+        """Log characteristic function of ``log(S_t/F_t)``."""
+        return diffusion_log_cf(self.sigma, jnp.asarray(u), t)
+
+    def validate(self) -> GBM:
+        check_fields(self, [("sigma", positive, "a finite positive volatility")])
+        return self

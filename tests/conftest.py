@@ -1,0 +1,41 @@
+"""Test configuration: float64, strict checks, shared paths and fixtures.
+
+Pricing references are float64-grade, so x64 is enabled here (the library itself never
+changes global JAX configuration). Compiled functions are cached by JAX across tests in one
+process; keep array shapes identical between tests that can share them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("QMR_SHARED_DIR", ROOT.parent / "shared"))
+REFERENCE_DIR = SHARED / "reference"
+DATA_DIR = Path(os.environ.get("QMR_DATA_DIR", SHARED / "data"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"published reference tables not found at {REFERENCE_DIR}")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"market data not found at {DATA_DIR} (set QMR_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261124)
