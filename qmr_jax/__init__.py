@@ -6,6 +6,7 @@ Importing the package never changes global JAX configuration; enable float64 you
 
 from . import models
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
+from .pricing.fourier import fourier_price, merton_series_price
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,8 @@ __all__ = [
     "Bates",
     "Market",
     "cumulants",
+    "fourier_price",
+    "merton_series_price",
     "models",
     "__version__",
 ]

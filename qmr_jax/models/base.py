@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import jet
 
 from .._validation import check_fields, finite, positive
 
@@ -41,26 +43,24 @@ class Market(NamedTuple):
 
 
 def cumulants(model, t, orders=(1, 2, 4)):
-    """Cumulants of ``X_t = log(S_t / F_t)`` by exact automatic differentiation of ``log_cf``.
+    """Cumulants of ``X_t = log(S_t / F_t)`` by exact Taylor-mode differentiation of ``log_cf``.
 
-    ``c_n = (-i)^n d^n/du^n log phi(u) |_{u=0}``. Works for any model exposing
-    ``log_cf(u, t)``; used by the COS truncation rule and by tests.
+    ``c_n = (-i)^n d^n/du^n log phi(u) |_{u=0}``, all orders from one ``jax.experimental.jet``
+    pass. Works for any model exposing ``log_cf(u, t)``; used by the COS truncation rule.
 
     Returns:
-      A tuple of arrays shaped like ``t``, one per requested order.
+      A tuple of arrays shaped like ``t`` (broadcast with the model's leaves), one per order.
     """
-    t = jnp.asarray(t)
+    return _cumulants(model, jnp.asarray(t), tuple(orders))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _cumulants(model, t, orders):
     dtype = jnp.result_type(t, float)
     f = lambda u: model.log_cf(u, t)
-    derivs = {}
-    g = f
-    for n in range(1, max(orders) + 1):
-        g = jax.jacfwd(g)
-        if n in orders:
-            derivs[n] = g
-    u0 = jnp.zeros((), dtype)
-    out = []
-    for n in orders:
-        val = derivs[n](u0)
-        out.append(jnp.real(val * (-1j) ** n).astype(dtype))
-    return tuple(out)
+    shape = jnp.shape(f(jnp.zeros((), dtype)))
+    u0 = jnp.zeros(shape, dtype)
+    top = max(orders)
+    terms = [jnp.ones(shape, dtype)] + [jnp.zeros(shape, dtype)] * (top - 1)
+    _, series = jet.jet(f, (u0,), (terms,))
+    return tuple(jnp.real(series[n - 1] * (-1j) ** n).astype(dtype) for n in orders)
