@@ -30,7 +30,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln
+from jax.scipy.special import gammaln, xlogy
 
 from .._arrays import check_array, float_dtype
 from ..models import Market, Merton
@@ -255,8 +255,10 @@ def _merton_series_core(model, market, strikes, expiries, is_call, n_jumps):
     discount = market.discount(expiries)
     k = model.jump_compensator()
     lam_t = model.lam * expiries
-    n = jnp.arange(n_jumps, dtype=strikes.dtype).reshape((-1,) + (1,) * jnp.ndim(lam_t))
-    log_w = -lam_t * (1.0 + k) + n * jnp.log(lam_t * (1.0 + k)) - gammaln(n + 1.0)
+    shapes = [jnp.shape(x) for x in (strikes, expiries, is_call, *jax.tree_util.tree_leaves(model))]
+    ndim = len(jnp.broadcast_shapes(*shapes))
+    n = jnp.arange(n_jumps, dtype=strikes.dtype).reshape((-1,) + (1,) * ndim)
+    log_w = -lam_t + xlogy(n, lam_t) - gammaln(n + 1.0)
     weights = jnp.exp(log_w)
     var_n = model.sigma**2 * expiries + n * model.sigma_j**2
     fwd_n = forward * jnp.exp(n * (model.mu_j + 0.5 * model.sigma_j**2) - lam_t * k)
@@ -270,18 +272,16 @@ def merton_series_price(model: Merton, market: Market, strikes, expiries, is_cal
     """Merton (1976) price as the Poisson mixture of Black-Scholes prices.
 
     Conditional on ``n`` jumps the log-price is Gaussian with variance
-    ``sigma^2 T + n sigma_j^2`` and forward ``F e^{-lam k T} (1 + k)^n``, ``k = E[e^Y] - 1``;
-    the weights are Poisson with mean ``lam (1 + k) T`` (the share-measure intensity cancels
-    into the forward). ``n_jumps`` terms are summed (default: mean + 12 standard deviations
-    + 20, at least 40).
+    ``sigma^2 T + n sigma_j^2`` and its conditional forward is ``F e^{-lam k T} (1 + k)^n``,
+    ``k = E[e^Y] - 1``; the weights are the Poisson(``lam T``) probabilities of ``n`` jumps.
+    ``n_jumps`` terms are summed (default: mean + 12 standard deviations + 20, at least 40).
     """
     if not isinstance(model, Merton):
         raise TypeError(f"merton_series_price needs a Merton model; got {type(model).__name__}")
     _validate(model, market, strikes, expiries)
     strikes, expiries, is_call, dtype = _as_inputs(model, market, strikes, expiries, is_call)
     if n_jumps is None:
-        lam_t = float(np.max(np.asarray(model.lam) * np.asarray(expiries)
-                             * (1.0 + np.asarray(model.jump_compensator()))))
+        lam_t = float(np.max(np.asarray(model.lam) * np.asarray(expiries)))
         n_jumps = max(40, int(lam_t + 12.0 * np.sqrt(lam_t) + 20))
     model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), model)
     market = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), market)
