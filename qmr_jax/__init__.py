@@ -2,11 +2,31 @@
 
 Importing the package never changes global JAX configuration; enable float64 yourself
 (``jax.config.update("jax_enable_x64", True)``) for pricing and calibration work.
+
+Public API (stable names):
+
+* models: ``GBM``, ``Merton``, ``Kou``, ``Heston``, ``Bates`` and ``Market``;
+* pricing: ``black_price``, ``black_greeks``, ``implied_vol``, ``fourier_price``,
+  ``merton_series_price``, ``mc_price`` with the ``payoffs`` module;
+* simulation: ``simulate`` returning ``Paths`` (or ``PathSummary``).
 """
 
 from . import models
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
+from .pricing import payoffs
+from .pricing.black import (
+    IV_ABOVE_MAX,
+    IV_BAD_INPUT,
+    IV_BELOW_INTRINSIC,
+    IV_OK,
+    BlackGreeks,
+    black_greeks,
+    black_price,
+    implied_vol,
+)
 from .pricing.fourier import fourier_price, merton_series_price
+from .pricing.montecarlo import MCResult, mc_price
+from .simulate import Paths, PathSummary, simulate, time_grid
 
 __version__ = "0.1.0"
 
@@ -18,8 +38,23 @@ __all__ = [
     "Bates",
     "Market",
     "cumulants",
+    "models",
+    "payoffs",
+    "black_price",
+    "black_greeks",
+    "BlackGreeks",
+    "implied_vol",
+    "IV_OK",
+    "IV_BELOW_INTRINSIC",
+    "IV_ABOVE_MAX",
+    "IV_BAD_INPUT",
     "fourier_price",
     "merton_series_price",
-    "models",
+    "mc_price",
+    "MCResult",
+    "simulate",
+    "Paths",
+    "PathSummary",
+    "time_grid",
     "__version__",
 ]

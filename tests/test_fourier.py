@@ -273,7 +273,8 @@ def test_bad_parameters_raise_clear_errors(model, message):
 
 def test_bad_option_inputs_raise_clear_errors():
     m = qmr.GBM(0.5)
-    with pytest.raises(ValueError, match=r"strikes must be finite and positive; got -5.0 at index \(1,\)"):
+    expected = r"strikes must be finite and positive; got -5.0 at index \(1,\)"
+    with pytest.raises(ValueError, match=expected):
         fourier_price(m, qmr.Market(100.0), [100.0, -5.0], 1.0, True)
     with pytest.raises(ValueError, match="expiries"):
         fourier_price(m, qmr.Market(100.0), 100.0, 0.0, True)

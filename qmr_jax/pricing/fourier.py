@@ -45,7 +45,7 @@ _GL_ORDER = 32
 _GRADED = 10  # geometric sub-panels refining the first uniform panel towards u = 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gauss_legendre(order: int, panels: int):
     """Composite Gauss-Legendre rule on [0, 1].
 
@@ -78,11 +78,12 @@ def _is_concrete(tree) -> bool:
 
 
 @jax.jit
-def _cos_terms_needed(model, expiries, truncation):
+def _cos_plan(model, expiries, truncation):
+    """The COS range and the number of terms its characteristic function needs."""
     a, b = cos_range(model, expiries, truncation)
     tol_log = jnp.log(jnp.finfo(jnp.float64).eps) - 2.0
     cut = _decay_cut(model, expiries, tol_log, 0.0)
-    return (b - a) * cut / jnp.pi
+    return a, b, (b - a) * cut / jnp.pi
 
 
 def _validate(model, market, strikes, expiries):
@@ -92,13 +93,12 @@ def _validate(model, market, strikes, expiries):
     check_array("expiries", expiries, lambda t: t > 0, "finite and positive (years)")
 
 
-def _cos_put_unit(model, expiries, log_k, n_terms: int, trunc_l):
-    """``E[(K/F - e^X)^+]`` by COS, shape ``broadcast(log_k, expiries)``.
+def _cos_put_unit(model, expiries, log_k, n_terms: int, a, b):
+    """``E[(K/F - e^X)^+]`` by COS on ``[a, b]``, shape ``broadcast(log_k, expiries)``.
 
     ``log_k = log(K/F)``; the characteristic function is evaluated on ``expiries``' own
     shape and broadcast over strikes.
     """
-    a, b = cos_range(model, expiries, trunc_l)
     k = jnp.arange(n_terms, dtype=expiries.dtype)
     omega = k * jnp.pi / (b - a)[..., None]  # expiries.shape + (N,)
     phi = jnp.exp(_trailing(model).log_cf(omega, expiries[..., None]))
@@ -156,7 +156,12 @@ def auto_cos_terms(model, expiries, truncation=16.0, lo=128, hi=1 << 15) -> int:
     float64 epsilon beyond ``U``. Needs concrete (not traced) parameters.
     """
     expiries = jnp.asarray(expiries, float_dtype(model, expiries))
-    need = float(np.max(np.asarray(_cos_terms_needed(model, expiries, truncation))))
+    _, _, need = _cos_plan(model, expiries, truncation)
+    return _round_terms(need, lo, hi)
+
+
+def _round_terms(need, lo=128, hi=1 << 15) -> int:
+    need = float(np.max(np.asarray(need)))
     n = lo
     while n < need and n < hi:
         n *= 2
@@ -178,12 +183,15 @@ def _lewis_call_unit(model, expiries, log_k, n_panels: int, tol_log):
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n_terms"))
-def _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, trunc_l):
+def _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, trunc_l,
+                  cos_ab=None):
+    """Prices; ``cos_ab`` is a precomputed COS range (else derived from the cumulants)."""
     forward = market.forward(expiries)
     discount = market.discount(expiries)
     log_k = jnp.log(strikes) - jnp.log(forward)
     if method == "cos":
-        put_u = _cos_put_unit(model, expiries, log_k, n_terms, trunc_l)
+        a, b = cos_range(model, expiries, trunc_l) if cos_ab is None else cos_ab
+        put_u = _cos_put_unit(model, expiries, log_k, n_terms, a, b)
         call_u = put_u + 1.0 - jnp.exp(log_k)
     else:
         tol_log = jnp.log(jnp.finfo(expiries.dtype).eps) - 2.0
@@ -233,18 +241,20 @@ def fourier_price(
     _validate(model, market, strikes, expiries)
     strikes, expiries, is_call, dtype = _as_inputs(model, market, strikes, expiries, is_call)
     model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), model)
-    if n_terms is None:
-        if method == "lewis":
-            n_terms = 24
-        elif _is_concrete(model):
-            n_terms = auto_cos_terms(model, expiries, truncation)
-        else:
-            n_terms = 1024
     market = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), market)
-    return _fourier_core(
-        model, market, strikes, expiries, is_call, method, int(n_terms),
-        jnp.asarray(truncation, dtype),
-    )
+    truncation = jnp.asarray(truncation, dtype)
+    cos_ab = None
+    if method == "lewis":
+        n_terms = 24 if n_terms is None else n_terms
+    elif _is_concrete((model, expiries)):
+        # One pass gives the range and the terms it needs; the pricer reuses the range.
+        a, b, need = _cos_plan(model, expiries, truncation)
+        cos_ab = (a, b)
+        n_terms = _round_terms(need) if n_terms is None else n_terms
+    elif n_terms is None:
+        n_terms = 1024
+    return _fourier_core(model, market, strikes, expiries, is_call, method, int(n_terms),
+                         truncation, cos_ab)
 
 
 @functools.partial(jax.jit, static_argnames=("n_jumps",))

@@ -1,0 +1,366 @@
+"""The ``qmr`` command line (also ``python -m qmr_jax.cli``).
+
+Subcommands:
+
+* ``qmr demo --out DIR [--seed N] [--quick]`` - the BTC-like end-to-end demo and HTML report.
+* ``qmr price --model heston --params v0=0.36,kappa=2,theta=0.36,xi=1,rho=-0.3
+  --spot 60000 --strikes 50000,60000,70000 --expiries 30d,0.25 [--method cos|lewis]`` -
+  European prices (and Black implied vols) as a table, CSV or JSON.
+* ``qmr version`` - package and runtime versions.
+
+This is the only place that reads argv. Numeric subcommands switch JAX to float64 before
+doing any work (the library itself never changes global configuration). Bad user input
+(unknown model or parameter, a missing parameter, a malformed number, parameters outside
+their domain) is reported as one ``qmr <command>: error: ...`` line on stderr with exit
+status 2, never a traceback.
+
+Adding a subcommand: write ``_configure_x(parser)`` and ``_run_x(args) -> int`` and append a
+``Command`` to ``COMMANDS``; parsing helpers (``parse_model``, ``parse_floats``,
+``parse_expiries``) raise ``UsageError`` for the user-facing messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line and exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, one-line help, argument set-up and action.
+
+    Attributes:
+      name: the subcommand word.
+      help: one-line description for ``qmr --help``.
+      configure: adds the subcommand's arguments to its parser.
+      run: performs it; returns the exit status.
+      numeric: switch JAX to float64 before ``run``.
+      epilog: extra text at the end of ``qmr NAME --help`` (examples).
+    """
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    numeric: bool = True
+    epilog: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# parsing helpers
+
+
+def model_types() -> dict[str, type]:
+    """Lower-case model name -> parameter container class."""
+    from .models import MODELS
+
+    return {cls.__name__.lower(): cls for cls in MODELS}
+
+
+def parse_number(text: str, what: str) -> float:
+    """A finite float, or ``UsageError`` naming ``what``."""
+    try:
+        value = float(text.strip().replace("_", ""))
+    except ValueError:
+        raise UsageError(f"{what}: {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{what}: {text.strip()!r} is not a finite number")
+    return value
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """Comma-separated numbers (``"50000,60000,70000"``)."""
+    items = [s for s in text.split(",") if s.strip()]
+    if not items:
+        raise UsageError(f"{what}: expected comma-separated numbers; got {text!r}")
+    return [parse_number(s, what) for s in items]
+
+
+_EXPIRY_UNITS = {"d": 1.0 / 365.0, "w": 7.0 / 365.0, "y": 1.0}
+
+
+def parse_expiries(text: str) -> list[float]:
+    """Comma-separated expiries in years; a suffix ``d``, ``w`` or ``y`` gives the unit
+    (``"7d,30d,0.5"`` = 7/365, 30/365 and 0.5 years; days are ACT/365)."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        scale = _EXPIRY_UNITS.get(item[-1].lower())
+        number = item[:-1] if scale is not None else item
+        out.append(parse_number(number, "--expiries") * (scale or 1.0))
+    if not out:
+        raise UsageError(f"--expiries: expected comma-separated expiries; got {text!r}")
+    return out
+
+
+def parse_model(name: str, params: str):
+    """Build and validate a model from ``"heston"`` and ``"v0=0.36,kappa=2,..."``.
+
+    Raises:
+      UsageError: unknown model, malformed/unknown/duplicate/missing parameter, a value that
+        is not a number or breaks the model's constraints (``validate``).
+    """
+    types = model_types()
+    cls = types.get(name.strip().lower())
+    if cls is None:
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(types)}")
+    fields = cls._fields
+    valid = ", ".join(fields)
+    values: dict[str, float] = {}
+    for item in (s.strip() for s in params.split(",")):
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UsageError(
+                f"--params: expected name=value, got {item!r}; parameters of "
+                f"{cls.__name__}: {valid}"
+            )
+        if key not in fields:
+            raise UsageError(
+                f"unknown parameter {key!r} for {cls.__name__}; valid parameters: {valid}"
+            )
+        if key in values:
+            raise UsageError(f"parameter {key!r} given twice")
+        values[key] = parse_number(raw, f"parameter {key}")
+    missing = [f for f in fields if f not in values]
+    if missing:
+        raise UsageError(
+            f"missing parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)} for "
+            f"{cls.__name__}; give all of: {valid}"
+        )
+    model = cls(**values)
+    try:
+        model.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return model
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+
+
+def _configure_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="out", metavar="DIR",
+                   help="output folder for report.html, smiles.png, prices.csv, summary.json "
+                        "(default: out)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
+                   help="Monte Carlo seed (default: 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced sizes (fewer strikes and paths), for smoke tests")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
+
+    run_demo(args.out, seed=args.seed, quick=args.quick, log=lambda s: print(s, flush=True))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# price
+
+
+_PRICE_EPILOG = """\
+parameters per model (all required):
+  gbm     sigma
+  merton  sigma, lam, mu_j, sigma_j          (log-jump ~ N(mu_j, sigma_j^2), rate lam)
+  kou     sigma, lam, p, eta1, eta2          (up-jump prob p, rates eta1 up, eta2 down)
+  heston  v0, kappa, theta, xi, rho          (v0, theta variances; xi vol of variance)
+  bates   v0, kappa, theta, xi, rho, lam, mu_j, sigma_j
+
+example:
+  qmr price --model heston --params v0=0.36,kappa=2,theta=0.36,xi=1,rho=-0.25 \\
+      --spot 60000 --strikes 50000,60000,70000 --expiries 30d,90d
+"""
+
+
+def _configure_price(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="gbm, merton, kou, heston or bates")
+    p.add_argument("--params", required=True, metavar="NAME=VALUE,...",
+                   help="all model parameters, comma-separated")
+    p.add_argument("--spot", required=True, help="spot price")
+    p.add_argument("--rate", default="0", help="continuous interest rate (default 0)")
+    p.add_argument("--div", default="0",
+                   help="continuous dividend / funding rate (default 0); "
+                        "forward = spot * exp((rate - div) T)")
+    p.add_argument("--strikes", required=True, metavar="K1,K2,...",
+                   help="comma-separated strikes")
+    p.add_argument("--expiries", required=True, metavar="T1,T2,...",
+                   help="comma-separated expiries in years, or with a unit: 7d, 2w, 0.5y")
+    p.add_argument("--method", choices=("cos", "lewis"), default="cos",
+                   help="Fourier method (default cos)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   dest="fmt", help="output format (default table)")
+
+
+def _run_price(args: argparse.Namespace) -> int:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from .models import Market
+    from .pricing.black import IV_OK, implied_vol
+    from .pricing.fourier import fourier_price
+    from .report.tables import Column, text_table
+
+    model = parse_model(args.model, args.params)
+    market = Market(
+        parse_number(args.spot, "--spot"),
+        parse_number(args.rate, "--rate"),
+        parse_number(args.div, "--div"),
+    )
+    try:
+        market.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    strikes = np.asarray(parse_floats(args.strikes, "--strikes"))
+    expiries = np.asarray(parse_expiries(args.expiries))
+    if np.any(strikes <= 0):
+        raise UsageError(f"--strikes must be positive; got {strikes[strikes <= 0][0]:g}")
+    if np.any(expiries <= 0):
+        raise UsageError(f"--expiries must be positive; got {expiries[expiries <= 0][0]:g}")
+
+    t = np.repeat(expiries, strikes.size)
+    k = np.tile(strikes, expiries.size)
+    fwd = np.asarray(market.forward(jnp.asarray(t)), dtype=np.float64)
+    disc = np.asarray(market.discount(jnp.asarray(t)), dtype=np.float64)
+    both = np.stack([np.ones_like(k, bool), np.zeros_like(k, bool)])
+    prices = np.asarray(fourier_price(model, market, k, t, both, method=args.method))
+    calls, puts = prices
+    otm_call = k >= fwd
+    vols, status = implied_vol(np.where(otm_call, calls, puts), fwd, k, t, otm_call, disc,
+                               return_status=True)
+    iv = np.where(np.asarray(status) == IV_OK, np.asarray(vols, np.float64), np.nan)
+
+    rows = [
+        {"expiry": float(t[i]), "days": float(t[i] * 365.0), "strike": float(k[i]),
+         "forward": float(fwd[i]), "call": float(calls[i]), "put": float(puts[i]),
+         "iv": float(iv[i])}
+        for i in range(k.size)
+    ]
+    if args.fmt == "json":
+        clean = [{k_: (None if isinstance(v, float) and math.isnan(v) else v)
+                  for k_, v in r.items()} for r in rows]
+        print(json.dumps({"model": type(model).__name__, "params": model._asdict(),
+                          "market": market._asdict(), "method": args.method,
+                          "rows": clean}, indent=2))
+        return 0
+    if args.fmt == "csv":
+        keys = list(rows[0])
+        print(",".join(keys))
+        for r in rows:
+            print(",".join(repr(r[key]) for key in keys))
+        return 0
+    cols = [Column("expiry", "expiry_y", fmt=".4f"), Column("days", fmt=".1f"),
+            Column("strike", fmt=".2f"), Column("forward", fmt=".2f"),
+            Column("call", fmt=".4f"), Column("put", fmt=".4f"),
+            Column("iv", "iv_pct", fmt=".3f")]
+    for r in rows:
+        r["iv"] = 100.0 * r["iv"]
+    params = ", ".join(f"{f}={float(v):g}" for f, v in model._asdict().items())
+    print(f"{type(model).__name__}({params})  spot={float(market.spot):g} "
+          f"rate={float(market.rate):g} div={float(market.div):g}  method={args.method}")
+    print(text_table(rows, cols))
+    print("iv_pct: Black implied vol (%) of the out-of-the-money option "
+          "(blank where the price does not determine one)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# version
+
+
+def _configure_version(p: argparse.ArgumentParser) -> None:
+    del p
+
+
+def _run_version(args: argparse.Namespace) -> int:
+    del args
+    import platform
+
+    import jax
+    import numpy as np
+
+    from . import __version__
+
+    print(f"qmr_jax {__version__}")
+    print(f"jax {jax.__version__}, numpy {np.__version__}, python {platform.python_version()}")
+    return 0
+
+
+COMMANDS: list[Command] = [
+    Command("demo", "run the BTC-like demo and write an HTML report", _configure_demo,
+            _run_demo),
+    Command("price", "price European options with a model's characteristic function",
+            _configure_price, _run_price, epilog=_PRICE_EPILOG),
+    Command("version", "print the package and runtime versions", _configure_version,
+            _run_version, numeric=False),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qmr",
+        description="qmr_jax: pricing, simulation and reports for crypto options models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, epilog=cmd.epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.configure(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``qmr`` command line; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    cmd: Command = args._command
+    if cmd.numeric:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    try:
+        return cmd.run(args)
+    except UsageError as exc:
+        print(f"qmr {cmd.name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"qmr {cmd.name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

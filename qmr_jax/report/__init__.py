@@ -1,0 +1,21 @@
+"""Reporting at the edge of the library: formatted tables, matplotlib figures, HTML pages.
+
+Nothing here is traced or jitted; inputs are plain NumPy/pandas values. Figures are drawn on
+``matplotlib.figure.Figure`` objects with the Agg canvas, so no global backend or pyplot
+state is touched.
+"""
+
+from .figures import save_figure, smile_figure
+from .html import Page, escape
+from .tables import Column, format_number, html_table, text_table
+
+__all__ = [
+    "Page",
+    "escape",
+    "Column",
+    "format_number",
+    "html_table",
+    "text_table",
+    "smile_figure",
+    "save_figure",
+]
