@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VPY) -m qmr_jax.cli demo --out out
 
 test: $(STAMP)
-	$(VPY) -m pytest -n 2 -q
+	$(VPY) -m pytest -n 2 --dist loadfile -q
 
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow

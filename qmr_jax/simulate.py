@@ -57,6 +57,7 @@ References:
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import NamedTuple
 
@@ -581,18 +582,25 @@ def bytes_per_path(model, record: str, n_obs: int, itemsize: int) -> int:
 
 def plan_chunks(
     n_paths: int, per_path_bytes: int, chunk_size: int | None = None,
-    memory_budget: int | None = None,
+    memory_budget: int | None = None, min_chunks: int | None = None,
 ) -> ChunkPlan:
-    """Balanced chunks of whole blocks, each within ``chunk_size`` paths (or the budget)."""
+    """Balanced chunks of whole blocks, each within ``chunk_size`` paths (or the budget).
+
+    ``min_chunks`` (default: the number of local devices) splits the work further so that
+    every device gets a chunk; chunking never changes the simulated numbers.
+    """
     n_blocks = -(-n_paths // BLOCK_SIZE)
     if chunk_size is None:
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         chunk_size = max(budget // max(per_path_bytes, 1), BLOCK_SIZE)
     elif isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    if min_chunks is None:
+        min_chunks = jax.local_device_count()
     max_blocks = max(int(chunk_size) // BLOCK_SIZE, 1)
-    n_chunks = -(-n_blocks // max_blocks)
+    n_chunks = min(max(-(-n_blocks // max_blocks), int(min_chunks)), n_blocks)
     per_chunk = -(-n_blocks // n_chunks)
+    n_chunks = -(-n_blocks // per_chunk)
     return ChunkPlan(n_paths, n_blocks, n_chunks, per_chunk)
 
 
@@ -635,22 +643,48 @@ def prepare(model, market, *, n_paths, scheme, antithetic, record, dtype):
 
 def run_chunks(model, market, grid: TimeGrid, key, plan: ChunkPlan, *, scheme, antithetic,
                record, dtype):
-    """Yield ``(start_path, n_valid, chunk_output)`` for each chunk of ``plan``."""
-    dts = jnp.asarray(grid.dts, dtype)
-    step_times = jnp.asarray(grid.step_times, dtype)
-    obs_slot = jnp.asarray(grid.obs_slot, jnp.int32)
+    """Yield ``(start_path, n_valid, chunk_output)`` for each chunk of ``plan``, in order.
+
+    Chunks go round-robin to the local devices (several GPUs, or CPU cores exposed as devices
+    with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) with one chunk in flight per
+    device, so devices work concurrently while the caller consumes finished chunks. The
+    numbers do not depend on the device count: randomness is keyed by block.
+    """
+    devices = jax.local_devices()
+    host = (
+        model, market, key,
+        jnp.asarray(grid.dts, dtype), jnp.asarray(grid.step_times, dtype),
+        jnp.asarray(grid.obs_slot, jnp.int32),
+    )
+    placed = {}
+    in_flight = collections.deque()
     for c in range(plan.n_chunks):
         first = c * plan.blocks_per_chunk
         start = first * BLOCK_SIZE
         n_valid = min(plan.chunk_paths, plan.n_paths - start)
         if n_valid <= 0:
             break
+        device = devices[c % len(devices)]
+        if len(devices) == 1:
+            args = host
+        else:
+            if device not in placed:
+                placed[device] = jax.device_put(host, device)
+            args = placed[device]
+        m, mk, k, dts, step_times, obs_slot = args
+        first_arr = jnp.asarray(first, jnp.int32)
+        if len(devices) > 1:
+            first_arr = jax.device_put(first_arr, device)
         out = simulate_blocks(
-            model, market, key, jnp.asarray(first, jnp.int32), dts, step_times, obs_slot,
+            m, mk, k, first_arr, dts, step_times, obs_slot,
             scheme=scheme, n_blocks=plan.blocks_per_chunk, antithetic=bool(antithetic),
             record=record, n_obs=int(grid.times.size),
         )
-        yield start, n_valid, out
+        in_flight.append((start, n_valid, out))
+        if len(in_flight) >= len(devices):
+            yield in_flight.popleft()
+    while in_flight:
+        yield in_flight.popleft()
 
 
 def simulate(
@@ -724,6 +758,8 @@ def simulate(
         dtype=dtype,
     ):
         parts.append(jax.tree_util.tree_map(lambda x, n=n_valid: x[:n], out))
+    if jax.local_device_count() > 1:  # gather chunks from every device onto the first
+        parts = jax.device_put(parts, jax.local_devices()[0])
     joined = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *parts)
     if record == "summary":
         return joined

@@ -14,9 +14,13 @@ import jax
 import numpy as np
 import pytest
 
-jax.config.update("jax_enable_x64", True)
-
 ROOT = Path(__file__).resolve().parents[1]
+
+jax.config.update("jax_enable_x64", True)
+# Compiled executables are shared between the test processes (pytest -n 2) and kept across
+# runs: compilation, not arithmetic, dominates the suite's time.
+jax.config.update("jax_compilation_cache_dir", str(ROOT / ".pytest_cache" / "jax"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
 SHARED = Path(os.environ.get("QMR_SHARED_DIR", ROOT.parent / "shared"))
 REFERENCE_DIR = SHARED / "reference"
 DATA_DIR = Path(os.environ.get("QMR_DATA_DIR", SHARED / "data"))

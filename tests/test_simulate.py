@@ -432,3 +432,36 @@ def test_bad_inputs(model, kw, exc, match):
     market, times = args.pop("market"), args.pop("times")
     with pytest.raises(exc, match=match):
         simulate(model, market, times, **args)
+
+
+_MULTI_DEVICE_SCRIPT = r"""
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+import qmr_jax as qmr
+m = qmr.Bates(0.36, 2.0, 0.4, 1.0, -0.4, 1.0, -0.1, 0.2)
+p = qmr.simulate(m, qmr.Market(100.0), [0.25, 0.5], key=jax.random.key(11), n_paths=5000,
+                 n_steps=8, chunk_size=1024)
+np.save(sys.argv[1], np.asarray(p.spot))
+print(jax.local_device_count())
+"""
+
+
+def test_results_do_not_depend_on_device_count(tmp_path):
+    """Chunks spread over two host devices give bit-identical paths to one device."""
+    import os
+    import subprocess
+    import sys
+
+    outs = {}
+    for n_dev in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_dev}",
+                   JAX_PLATFORMS="cpu")
+        target = tmp_path / f"spot{n_dev}.npy"
+        done = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT, str(target)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().endswith(str(n_dev))
+        outs[n_dev] = np.load(target)
+    np.testing.assert_array_equal(outs[1], outs[2])
