@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -341,20 +340,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _expose_cpu_cores() -> None:
-    """Let Monte Carlo chunks run on every CPU core: expose the cores as host devices.
-
-    XLA runs one computation on one core; ``simulate``/``mc_price`` spread chunks over the
-    local devices. Only set when the user has not configured it and before JAX starts its
-    CPU backend (it has no effect afterwards, and none on the GPU platform).
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        flags = f"{flags} --xla_force_host_platform_device_count={max(int(cores or 1), 1)}"
-        os.environ["XLA_FLAGS"] = flags.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the ``qmr`` command line; returns the exit status (0 ok, 2 bad input)."""
     parser = build_parser()
@@ -364,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     cmd: Command = args._command
     if cmd.numeric:
-        _expose_cpu_cores()
         import jax
 
         jax.config.update("jax_enable_x64", True)
