@@ -1,36 +1,53 @@
 """Fourier pricing of European options from any model's characteristic function.
 
 Two independent methods, both vectorised over arrays of strikes and expiries at once (the
-characteristic function is evaluated once per expiry and shared by all strikes):
+characteristic function is evaluated once per expiry and frequency and shared by all strikes),
+and both pricing the difference to a Black-Scholes control variate with the model's variance
+(``C - C_BS = P - P_BS``; the Black-Scholes value itself is closed form). The control variate
+keeps the Fourier sums small, so calls and puts alike are accurate far into the wings, and it
+removes the Lewis integrand's poles:
 
-* ``"cos"`` - the Fourier-cosine expansion of Fang & Oosterlee (2008), truncation range from
-  the first, second and fourth cumulants (obtained exactly by automatic differentiation of
-  ``log_cf``), puts priced by COS and calls by put-call parity (the put payoff is bounded, so
-  the expansion error does not grow with ``e^b``).
-* ``"lewis"`` - the Lewis (2001) single-integral formula on the ``Im u = -1/2`` line, integrated
-  by composite Gauss-Legendre on ``[0, U]``; ``U`` is chosen per expiry from the decay of
-  ``|phi(u - i/2)|`` so short and long maturities are both resolved.
+* ``"cos"`` - the Fourier-cosine expansion of Fang & Oosterlee (2008) on a range ``[a, b]`` of
+  ``X = log(S_T/F_T)`` from its cumulants (exact, by automatic differentiation of ``log_cf``).
+* ``"lewis"`` - the Lewis (2001) integral on the ``Im u = -1/2`` line by the trapezoidal rule.
+  With the poles at ``u = +-i/2`` removed the integrand is analytic in a strip as wide as the
+  model's moments allow, so the rule converges geometrically (Trefethen & Weideman 2014). Its
+  step ``2 pi / P`` is set by the period ``P`` that keeps the aliased copies of the price
+  function (Poisson summation) beyond the model's tails, which are bounded by Chernoff bounds
+  from the moment generating function. It needs several times fewer frequencies than COS.
+
+Both methods reduce to ``Re sum_k c_k exp(i k theta)`` per option, with per-expiry coefficients
+``c_k`` on a uniform frequency grid and a per-option angle ``theta``. The phases are not
+computed term by term: with ``k = k1 + K m``, ``exp(i k theta) = exp(i k1 theta) exp(i m K
+theta)``, two tables of about ``sqrt(N)`` entries per option, and the inner sums for all the
+options of an expiry are one small matrix product (``_phase_sums``). Sines and cosines come
+from a polynomial kernel that vectorises (``_cos_sin``). The characteristic function is then the
+main cost.
+
+Automatic settings (``n_terms=None`` with concrete parameters) target an absolute error of
+``tol`` (default ``1e-14``) per unit forward: the number of frequencies from the tail of the
+characteristic function (``_tail_cut``), the Lewis period from the tails of the distribution.
 
 ``merton_series_price`` is the classical Poisson-mixture of Black prices for Merton (1976).
-
-Accuracy is absolute, of the order of ``1e-15 * forward`` in float64 (both methods lose
-relative accuracy on option values far below that, e.g. very deep out-of-the-money wings).
 
 References:
   F. Fang, C. W. Oosterlee, "A novel pricing method for European options based on
   Fourier-cosine series expansions", SIAM J. Sci. Comput. 31(2), 2008.
   A. Lewis, "A simple option formula for general jump-diffusion and other exponential Levy
   processes", 2001.
+  L. N. Trefethen, J. A. C. Weideman, "The exponentially convergent trapezoidal rule",
+  SIAM Review 56(3), 2014.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln, xlogy
+from jax.scipy.special import gammaln, ndtr, xlogy
 
 from .._arrays import check_array, float_dtype
 from ..models import Market, Merton
@@ -38,52 +55,49 @@ from ..models.base import cumulants
 
 METHODS = ("cos", "lewis")
 
-# Gauss-Legendre nodes/weights on [0, 1] for one panel of the Lewis integral.
-_GL_ORDER = 32
+DEFAULT_TOL = 1e-14  # target absolute error of automatic settings, per unit forward
+
+# n_terms when parameters are traced (no automatic choice possible)
+_TRACED_TERMS = {"cos": 1024, "lewis": 512}
+_MIN_TERMS = {"cos": 64, "lewis": 32}
+_MAX_TERMS = 1 << 15
+
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
-_GRADED = 10  # geometric sub-panels refining the first uniform panel towards u = 0
+# ------------------------------------------------------------------------------------------
+# input handling
 
 
-@functools.cache
-def _gauss_legendre(order: int, panels: int):
-    """Composite Gauss-Legendre rule on [0, 1].
+def _cast(v, dtype):
+    """``v`` in ``dtype``: JAX arrays and tracers stay JAX, anything else becomes NumPy."""
+    if isinstance(v, jax.Array):
+        return v if v.dtype == dtype else v.astype(dtype)
+    return np.asarray(v, dtype)
 
-    ``panels`` uniform panels, the first one split geometrically into ``_GRADED`` panels
-    towards 0: the Lewis integrand has poles at ``u = +-i/2``, so panels near the origin must
-    be short compared with 1/2 whatever the cut-off ``U`` is.
-    """
-    x, w = np.polynomial.legendre.leggauss(order)
-    x = 0.5 * (x + 1.0)
-    w = 0.5 * w
-    first = 1.0 / panels
-    graded = first * 2.0 ** -np.arange(_GRADED - 1, -1, -1)
-    edges = np.concatenate([[0.0], graded, np.arange(2, panels + 1) / panels])
-    lo, width = edges[:-1, None], np.diff(edges)[:, None]
-    nodes = (lo + width * x[None, :]).ravel()
-    weights = (width * w[None, :]).ravel()
-    return nodes, weights
+
+def _input_dtype(*trees):
+    """``float_dtype`` of the inputs, without its cost in the common all-float64 case."""
+    leaves = jax.tree_util.tree_leaves(trees)
+    plain = (float, int)
+    if jax.config.jax_enable_x64 and all(
+        type(v) in plain or (isinstance(v, np.ndarray | np.generic) and v.dtype == np.float64)
+        for v in leaves
+    ):
+        return np.dtype(np.float64)
+    return float_dtype(*trees)
 
 
 def _as_inputs(model, market, strikes, expiries, is_call):
-    dtype = float_dtype(model, market, strikes, expiries)
-    strikes = jnp.asarray(strikes, dtype)
-    expiries = jnp.asarray(expiries, dtype)
-    is_call = jnp.asarray(is_call, bool)
+    dtype = _input_dtype(model, market, strikes, expiries)
+    strikes = _cast(strikes, dtype)
+    expiries = _cast(expiries, dtype)
+    is_call = _cast(is_call, bool)
     return strikes, expiries, is_call, dtype
 
 
 def _is_concrete(tree) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
-
-
-@jax.jit
-def _cos_plan(model, expiries, truncation):
-    """The COS range and the number of terms its characteristic function needs."""
-    a, b = cos_range(model, expiries, truncation)
-    tol_log = jnp.log(jnp.finfo(jnp.float64).eps) - 2.0
-    cut = _decay_cut(model, expiries, tol_log, 0.0)
-    return a, b, (b - a) * cut / jnp.pi
 
 
 def _validate(model, market, strikes, expiries):
@@ -93,49 +107,114 @@ def _validate(model, market, strikes, expiries):
     check_array("expiries", expiries, lambda t: t > 0, "finite and positive (years)")
 
 
-def _cos_put_unit(model, expiries, log_k, n_terms: int, a, b):
-    """``E[(K/F - e^X)^+]`` by COS on ``[a, b]``, shape ``broadcast(log_k, expiries)``.
-
-    ``log_k = log(K/F)``; the characteristic function is evaluated on ``expiries``' own
-    shape and broadcast over strikes.
-    """
-    k = jnp.arange(n_terms, dtype=expiries.dtype)
-    omega = k * jnp.pi / (b - a)[..., None]  # expiries.shape + (N,)
-    phi = jnp.exp(_trailing(model).log_cf(omega, expiries[..., None]))
-    weight = jnp.real(phi * jnp.exp(-1j * omega * a[..., None]))
-    weight = weight.at[..., 0].multiply(0.5)
-
-    a_ = a[..., None]
-    c = jnp.clip(log_k, a, b)[..., None]
-    kappa = jnp.exp(log_k)[..., None]
-    arg = omega * (c - a_)
-    ec = jnp.exp(c)
-    chi = (jnp.cos(arg) * ec - jnp.exp(a_) + omega * jnp.sin(arg) * ec) / (1.0 + omega**2)
-    safe_omega = jnp.where(k == 0, 1.0, omega)
-    psi = jnp.where(k == 0, c - a_, jnp.sin(arg) / safe_omega)
-    v = 2.0 / (b - a)[..., None] * (kappa * psi - chi)
-    return jnp.sum(weight * v, axis=-1)
-
-
 def _trailing(model):
-    """Model leaves with a trailing unit axis, to broadcast against a quadrature grid."""
+    """Model leaves with a trailing unit axis, to broadcast against a frequency grid."""
     return jax.tree_util.tree_map(lambda v: jnp.expand_dims(v, -1), model)
 
 
-def _decay_cut(model, expiries, tol_log, shift):
-    """Per-expiry ``U`` beyond which ``|phi(u + shift)| / u^2`` stays below ``exp(tol_log)``.
+# ------------------------------------------------------------------------------------------
+# per-option trigonometric sums without per-term trigonometry
 
-    Scanned on a geometric grid 0.5 .. 1e6 (ratio sqrt 2) and doubled for safety.
+
+def _grouping(coef_shape, option_shape):
+    """Split the broadcast shape into axes where the coefficients vary and option axes.
+
+    Returns ``(full, batch, per)``: the broadcast shape, the axes along which the per-expiry
+    coefficients change (one coefficient vector per position) and the remaining axes (the
+    options that share a coefficient vector).
     """
-    grid = 2.0 ** (jnp.arange(-2, 41, dtype=expiries.dtype) / 2.0)
-    env = jnp.real(_trailing(model).log_cf(grid + shift, expiries[..., None])) - 2.0 * jnp.log(grid)
-    alive = env > tol_log
-    last = jnp.max(jnp.where(alive, grid, grid[0]), axis=-1)
-    return 2.0 * last
+    full = tuple(np.broadcast_shapes(tuple(coef_shape), tuple(option_shape)))
+    padded = (1,) * (len(full) - len(coef_shape)) + tuple(coef_shape)
+    batch = tuple(i for i, s in enumerate(padded) if s != 1)
+    per = tuple(i for i, s in enumerate(padded) if s == 1)
+    return full, batch, per
 
 
-def _lewis_cut(model, expiries, tol_log):
-    return _decay_cut(model, expiries, tol_log, -0.5j)
+def _to_groups(x, full, batch, per):
+    """``x`` broadcast to ``full`` as a ``(coefficient groups, options per group)`` matrix."""
+    x = jnp.transpose(jnp.broadcast_to(x, full), batch + per)
+    return x.reshape(math.prod(full[i] for i in batch), math.prod(full[i] for i in per))
+
+
+def _from_groups(y, full, batch, per):
+    """Inverse of ``_to_groups`` for ``y`` of shape ``(groups, options) + trailing``."""
+    trailing = y.shape[2:]
+    y = y.reshape(tuple(full[i] for i in batch + per) + trailing)
+    order = tuple(int(i) for i in np.argsort(batch + per))
+    return jnp.transpose(y, order + tuple(range(len(full), len(full) + len(trailing))))
+
+
+# Cody-Waite split of pi/2 and the fdlibm minimax kernels of sin and cos on [-pi/4, pi/4].
+_PIO2 = (1.57079632673412561417e00, 6.07710050630396597660e-11, 2.02226624871116645580e-21)
+_SIN = (-1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04,
+        2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10)
+_COS = (4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05,
+        -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11)
+
+
+def _cos_sin(x):
+    """``(cos x, sin x)`` for real ``x`` (``|x|`` up to ~1e6), accurate to about an ulp.
+
+    Range reduction by a three-part ``pi/2`` and the fdlibm polynomials: only multiplies,
+    adds and selects, which vectorise, whereas XLA's CPU ``sin``/``cos`` cost several times
+    more and dominate the per-option work of the pricers. Float64 only (the split of ``pi/2``
+    needs 53-bit products); other dtypes use ``jnp.cos``/``jnp.sin``.
+    """
+    dtype = x.dtype
+    if dtype != jnp.float64:
+        return jnp.cos(x), jnp.sin(x)
+    n = jnp.round(x * (2.0 / np.pi))
+    y = x - n * _PIO2[0] - n * _PIO2[1] - n * _PIO2[2]
+    z = y * y
+    ps, pc = _SIN[-1], _COS[-1]
+    for cs, cc in zip(_SIN[-2::-1], _COS[-2::-1], strict=True):
+        ps, pc = ps * z + cs, pc * z + cc
+    sin = y + y * z * ps
+    half = 0.5 * z
+    w = 1.0 - half
+    cos = w + (((1.0 - w) - half) + z * z * pc)
+    quadrant = n - 4.0 * jnp.floor(0.25 * n)  # n mod 4: x = y + quadrant pi/2 (mod 2 pi)
+    odd = (quadrant == 1.0) | (quadrant == 3.0)
+    re = jnp.where(odd, sin, cos) * jnp.where((quadrant == 1.0) | (quadrant == 2.0), -1.0, 1.0)
+    im = jnp.where(odd, cos, sin) * jnp.where(quadrant >= 2.0, -1.0, 1.0)
+    return re.astype(dtype), im.astype(dtype)
+
+
+def _phase_sums(coef, theta):
+    """``Re sum_k coef[..., k] exp(i k theta)`` for every option, and ``Re sum_k coef[..., k]``.
+
+    Args:
+      coef: complex, shape ``C + (N,)``: one coefficient vector per expiry.
+      theta: real angles of shape ``O``, one per option (``C`` broadcasts against ``O``).
+
+    Returns:
+      ``(sums, total)``: real arrays of shape ``broadcast(C, O)`` and ``C`` (the latter is the
+      value at ``theta = 0``).
+
+    With ``k = k1 + K m`` (``K ~ sqrt N``) the sum is
+    ``sum_m exp(i m K theta) sum_k1 coef[k1 + K m] exp(i k1 theta)``: the inner sums of all the
+    options of an expiry are one (complex) matrix product, and only ``K + N/K`` phases per
+    option are computed. ``coef`` is consumed by that product alone: XLA would otherwise fuse
+    (and so repeat) the characteristic function evaluations behind it into every consumer.
+    """
+    *cshape, n = coef.shape
+    full, batch, per = _grouping(cshape, theta.shape)
+    inner_n = math.isqrt(n - 1) + 1
+    outer_n = -(-n // inner_n)
+    coef = jnp.pad(coef, [(0, 0)] * (coef.ndim - 1) + [(0, inner_n * outer_n - n)])
+    th = _to_groups(theta, full, batch, per)  # (groups, options)
+    th = jnp.concatenate([th, jnp.zeros_like(th[:, :1])], axis=1)  # theta = 0 gives the total
+    cos1, sin1 = _cos_sin(th[..., None] * jnp.arange(inner_n, dtype=th.dtype))
+    part = jnp.einsum("gmk,gok->gom", coef.reshape(th.shape[0], outer_n, inner_n),
+                      jax.lax.complex(cos1, sin1), precision=_HIGHEST)
+    cos2, sin2 = _cos_sin(th[..., None] * (inner_n * jnp.arange(outer_n, dtype=th.dtype)))
+    sums = jnp.sum(cos2 * jnp.real(part) - sin2 * jnp.imag(part), axis=-1)  # (groups, opts + 1)
+    total = sums[:, -1].reshape(tuple(cshape))
+    return _from_groups(sums[:, :-1], full, batch, per), total
+
+
+# ------------------------------------------------------------------------------------------
+# ranges, decay and automatic settings
 
 
 def cos_range(model, expiries, truncation=16.0):
@@ -149,55 +228,280 @@ def cos_range(model, expiries, truncation=16.0):
     return jax.lax.stop_gradient(c1 - half), jax.lax.stop_gradient(c1 + half)
 
 
-def auto_cos_terms(model, expiries, truncation=16.0, lo=128, hi=1 << 15) -> int:
+# Moments p tried by the Chernoff bounds: 1 + _CHERNOFF_STEPS for the right tail (E[e^X] = 1,
+# so log M(p) >= 0 only beyond p = 1), -_CHERNOFF_STEPS for the left tail.
+_CHERNOFF_STEPS = 2.0 ** np.arange(-1, 7)
+
+
+def _log_mgf(model, expiries, moments, excess):
+    """``log M(p) = log E[e^{pX}]`` at the ``moments`` and whether each value is trusted.
+
+    ``moments`` and ``excess`` have shape ``(sides, P)``: per side, moments in order away from
+    the anchor (``p = 1`` or ``p = 0``, where ``log M = 0``) and their distance from it. ``log M``
+    is convex, so its secant slope from the anchor, ``log M(p) / excess``, grows with
+    ``excess``. Moments are trusted in order until one is not finite, not real, or breaks that
+    monotonicity: beyond a moment explosion a characteristic function formula returns finite
+    but meaningless values (a complex branch, or a sign change across the pole), which these
+    checks catch.
+    """
+    dtype = expiries.dtype
+    moments = jnp.asarray(moments, dtype)
+    excess = jnp.asarray(excess, dtype)
+    t = expiries[..., None, None]
+    log_m = jax.tree_util.tree_map(lambda v: v[..., None, None], model).log_cf(-1j * moments, t)
+    m = jnp.real(log_m)
+    slack = jnp.sqrt(jnp.finfo(dtype).eps) * (1.0 + jnp.abs(m))
+    ok = jnp.isfinite(m) & (jnp.abs(jnp.imag(log_m)) <= slack) & (m >= -slack)
+    slope = m / excess
+    prev = jnp.concatenate([jnp.zeros_like(slope[..., :1]), slope[..., :-1]], axis=-1)
+    ok &= slope >= prev - jnp.sqrt(jnp.finfo(dtype).eps) * (1.0 + jnp.abs(prev))
+    # trusted: no failed check at or before this moment (prefix counts as one small product)
+    prefix = jnp.asarray(np.triu(np.ones((moments.shape[-1],) * 2)), dtype)
+    failures = jnp.einsum("...i,ij->...j", jnp.where(ok, 0.0, 1.0).astype(dtype), prefix,
+                          precision=_HIGHEST)
+    return jnp.where(ok, m, 0.0), failures == 0.0
+
+
+def _trusted_min(values, trusted):
+    return jnp.min(jnp.where(trusted, values, jnp.inf), axis=-1)
+
+
+def _lewis_period(model, expiries, log_k, log_tol, truncation):
+    """Trapezoid period ``P`` of the Lewis pricer and the control variate's variance.
+
+    By Poisson summation the trapezoidal rule with step ``2 pi / P`` adds to the unit price at
+    log-moneyness ``k`` the aliases ``sum_{m != 0} e^{m P/2} D(k - m P)``, ``D = P_BS - P =
+    C_BS - C``. The put and call tails bound them (``m = +-1`` dominate):
+    ``e^{k - P/2} P(X < k - P)`` and ``e^{-P/2} E[e^X; X > k + P]``, and with the Chernoff
+    bounds (for the model and the Black-Scholes variate together) both fall below
+    ``exp(log_tol)`` for every strike of an expiry once
+    ``(q + 1/2) P >= log M(-q) - log_tol + (q + 1) max k`` and
+    ``(p - 1/2) P >= log M(p) - log_tol - (p - 1) min k`` for some ``q > 0``, ``p > 1``.
+    The cumulant rule's range (``truncation``) seen from the furthest strike is a floor.
+    """
+    c1, c2, c4 = cumulants(model, expiries)
+    scale = jnp.sqrt(c2 + jnp.sqrt(jnp.abs(c4)))
+    shape = jnp.shape(c2)
+    k_lo, k_hi = _group_extremes(jax.lax.stop_gradient(log_k), shape)
+    steps = jnp.asarray(_CHERNOFF_STEPS, expiries.dtype)
+    moments = jnp.stack([1.0 + steps, -steps])  # right tail (p > 1), left tail (q = -p > 0)
+    m, ok = _log_mgf(model, expiries, moments, jnp.stack([steps, steps]))
+    m = jnp.logaddexp(m, 0.5 * c2[..., None, None] * (moments * moments - moments))
+    p, q = 1.0 + steps, steps
+    right = _trusted_min((m[..., 0, :] - log_tol - steps * k_lo[..., None]) / (p - 0.5),
+                         ok[..., 0, :])
+    left = _trusted_min((m[..., 1, :] - log_tol + (q + 1.0) * k_hi[..., None]) / (q + 0.5),
+                        ok[..., 1, :])
+    # p = 1 and q = 0 (M = 1) always hold: P >= -2 log_tol and 2 (max k - log_tol) suffice
+    right = jnp.minimum(right, -2.0 * log_tol)
+    left = jnp.minimum(left, 2.0 * (k_hi - log_tol))
+    # never below the cumulant rule's range seen from the furthest strike (values beyond an
+    # undetected moment explosion could only make the Chernoff period too short)
+    a, b = c1 - truncation * scale, c1 + truncation * scale
+    reach = jnp.maximum(-k_lo, k_hi)
+    period = jnp.maximum(jnp.maximum(right, left), jnp.minimum(b - a, jnp.maximum(-a, b) + reach))
+    return jax.lax.stop_gradient(c2), jax.lax.stop_gradient(period)
+
+
+_CUT_GRID = 0.5 * 2.0 ** np.arange(21)  # 0.5 .. 5e5
+# Linear interpolation of the log tail in u is exact for an exponential decay of |phi|; the
+# slowest-decaying case it underestimates, a Gaussian tail, by at most 6%.
+_CUT_SAFETY = 1.07
+
+
+def _tail_cut(model, expiries, log_tol, shift, ref_var=None):
+    """Per-expiry frequency ``U`` with ``int_U^inf g(u) du <= exp(log_tol)``.
+
+    ``g(u) = (|phi(u + i shift)| + e^{-ref_var (u^2 + shift^2) / 2}) / (u^2 + shift^2)``
+    bounds the pricers' integrands (model minus Black-Scholes control variate; the second term
+    only with ``ref_var``). The tail integral is a left Riemann sum (an upper bound for a
+    decreasing ``g``) on a geometric grid of ratio 2; ``U`` interpolates the crossing of the
+    tolerance between two grid points.
+    """
+    dtype = expiries.dtype
+    grid = jnp.asarray(_CUT_GRID, dtype)
+    den = grid * grid + shift * shift
+    log_g = jnp.real(_trailing(model).log_cf(grid + 1j * shift, expiries[..., None]))
+    if ref_var is not None:
+        log_g = jnp.logaddexp(log_g, -0.5 * ref_var[..., None] * den)
+    log_g = log_g - jnp.log(den)
+    # log sum_{i >= j} g_i (u_{i+1} - u_i), the suffix sums as one product with a triangle
+    log_w = log_g + jnp.log(grid)
+    top = jnp.max(log_w, axis=-1, keepdims=True)
+    suffix = jnp.asarray(np.tril(np.ones((len(_CUT_GRID),) * 2)), dtype)
+    log_tail = top + jnp.log(jnp.einsum("...i,ij->...j", jnp.exp(log_w - top), suffix,
+                                        precision=_HIGHEST))
+    # first grid point whose tail is below tolerance, and the one before it
+    hi = jnp.clip(jnp.sum(log_tail > log_tol, axis=-1), 1, len(_CUT_GRID) - 1)[..., None]
+    t_lo = jnp.take_along_axis(log_tail, hi - 1, axis=-1)[..., 0]
+    t_hi = jnp.take_along_axis(log_tail, hi, axis=-1)[..., 0]
+    u_lo, u_hi = grid[hi[..., 0] - 1], grid[hi[..., 0]]
+    frac = jnp.clip((t_lo - log_tol) / jnp.maximum(t_lo - t_hi, 1e-30), 0.0, 1.0)
+    frac = jnp.where(jnp.isfinite(t_hi), frac, 1.0)  # tail underflowed: no interpolation
+    return _CUT_SAFETY * (u_lo + frac * (u_hi - u_lo))
+
+
+def _group_extremes(x, coef_shape):
+    """``(min x, max x)`` over the options sharing each per-expiry coefficient vector."""
+    full, batch, per = _grouping(coef_shape, jnp.shape(x))
+    g = _to_groups(x, full, batch, per)
+    return jnp.min(g, axis=1).reshape(coef_shape), jnp.max(g, axis=1).reshape(coef_shape)
+
+
+def _geometry(model, expiries, log_k, truncation, log_tol, method):
+    """Per-expiry quantities the pricer needs besides the characteristic function.
+
+    COS: the range ``(a, b)``. Lewis: ``(var, period)``, the control variate's variance and
+    the trapezoid period (step ``2 pi / period``).
+    """
+    if method == "cos":
+        c1, c2, c4 = cumulants(model, expiries)
+        half = truncation * jnp.sqrt(c2 + jnp.sqrt(jnp.abs(c4)))
+        return tuple(jax.lax.stop_gradient(x) for x in (c1 - half, c1 + half, c2))
+    return _lewis_period(model, expiries, log_k, log_tol, truncation)
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def _plan_geometry(model, market, strikes, expiries, truncation, log_tol, method):
+    """``_geometry`` for concrete inputs, compiled once per shape (not per ``n_terms``)."""
+    log_k = jnp.log(strikes) - jnp.log(market.forward(expiries))
+    return _geometry(model, expiries, log_k, truncation, log_tol, method)
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def _plan_terms(model, expiries, geometry, log_tol, method):
+    """Per expiry, the number of terms that meets the tolerance."""
+    if method == "cos":
+        # COS truncation error <= (2 K/F / pi) int_U^inf |phi(u) - phi_BS(u)| / u^2 du
+        a, b, var = geometry
+        cut = _tail_cut(model, expiries, log_tol + jnp.log(jnp.pi / 2), 0.0, var)
+        return (b - a) * cut / jnp.pi
+    # Lewis truncation error <= (sqrt(K/F) / pi) int_U^inf |integrand| du
+    var, period = geometry
+    cut = _tail_cut(model, expiries, log_tol + jnp.log(jnp.pi), 0.5, var)
+    return period * cut / (2 * jnp.pi)
+
+
+def _plan(model, market, strikes, expiries, truncation, log_tol, method):
+    """Geometry and, per expiry, the number of terms the tolerance needs."""
+    geometry = _plan_geometry(model, market, strikes, expiries, truncation, log_tol, method)
+    return geometry, _plan_terms(model, expiries, geometry, log_tol, method)
+
+
+def _round_terms(need, lo=128, hi=_MAX_TERMS) -> int:
+    """Smallest size >= ``need`` on a quarter-octave ladder (multiples of 16 from ``lo``).
+
+    A coarse ladder keeps the number of distinct compiled sizes small.
+    """
+    need = float(np.max(np.asarray(need)))
+    n, j = lo, 0
+    while n < need and n < hi:
+        j += 1
+        n = 16 * math.ceil(lo * 2.0 ** (j / 4.0) / 16)
+    return min(n, hi)
+
+
+def _log_tol(tol, dtype):
+    tol = DEFAULT_TOL if tol is None else float(tol)
+    return math.log(max(tol, 8.0 * float(np.finfo(dtype).eps)))
+
+
+def auto_cos_terms(model, expiries, truncation=16.0, lo=_MIN_TERMS["cos"], hi=_MAX_TERMS, *,
+                   tol=None) -> int:
     """Number of COS terms resolving the characteristic function's decay on its range.
 
-    ``N = (b - a) U / pi`` rounded up to a power of two, where ``|phi(u)|/u^2`` falls below
-    float64 epsilon beyond ``U``. Needs concrete (not traced) parameters.
+    ``N = (b - a) U / pi`` on the range ``[a, b]`` used by ``fourier_price``, where the tail
+    integral of ``|phi(u) - phi_BS(u)| / u^2`` beyond ``U`` (which bounds the truncation
+    error) is below ``tol`` (default ``DEFAULT_TOL``), rounded up on a quarter-octave ladder.
+    Needs concrete (not traced) parameters.
     """
     expiries = jnp.asarray(expiries, float_dtype(model, expiries))
-    _, _, need = _cos_plan(model, expiries, truncation)
+    model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, expiries.dtype), model)
+    dtype = expiries.dtype
+    _, need = _plan(model, Market(np.ones((), dtype)), np.ones((), dtype), expiries,
+                    np.asarray(truncation, dtype), np.asarray(_log_tol(tol, dtype), dtype), "cos")
     return _round_terms(need, lo, hi)
 
 
-def _round_terms(need, lo=128, hi=1 << 15) -> int:
-    need = float(np.max(np.asarray(need)))
-    n = lo
-    while n < need and n < hi:
-        n *= 2
-    return n
+# ------------------------------------------------------------------------------------------
+# the two pricers (unit forward, undiscounted)
 
 
-def _lewis_call_unit(model, expiries, log_k, n_panels: int, tol_log):
-    """``E[(e^X - K/F)^+]`` by the Lewis formula; shape ``broadcast(log_k, expiries)``."""
-    nodes, weights = _gauss_legendre(_GL_ORDER, n_panels)
-    nodes = jnp.asarray(nodes, expiries.dtype)
-    weights = jnp.asarray(weights, expiries.dtype)
-    upper = _lewis_cut(model, expiries, tol_log)[..., None]
-    u = upper * nodes  # expiries.shape + (M,)
+def _cos_unit(model, expiries, log_k, is_call, n_terms: int, a, b, var):
+    """``E[(e^X - K/F)^+]`` (calls) or ``E[(K/F - e^X)^+]`` (puts) by COS on ``[a, b]`` with a
+    Black-Scholes control variate.
+
+    COS is applied to the difference between the model and Black-Scholes with variance
+    ``var`` (``C - C_BS = P - P_BS``), with ``W_k = Re[(phi - phi_BS)(w_k) e^{-i w_k a}]``,
+    ``w_k = k pi / (b - a)``, ``W_0 = 0``. For ``a <= log(K/F) <= b`` the COS sum of the put
+    payoff's cosine coefficients is
+
+        ``2/(b-a) [e^a sum_k Re zeta_k - K/F Re sum_k zeta_k e^{i k theta}]``
+
+    with ``theta = pi (log(K/F) - a) / (b - a)`` and ``zeta_k = W_k / (w_k (w_k - i))``; outside
+    the range the difference is negligible by construction. The control variate keeps the
+    summed terms small, so the cancellation in that sum costs little precision.
+    """
+    dtype = expiries.dtype
+    width = b - a
+    k = jnp.arange(n_terms, dtype=dtype)
+    omega = k * (jnp.pi / width)[..., None]  # coefficient shape + (N,)
+    log_phi = _trailing(model).log_cf(omega, expiries[..., None])
+    shift = omega * a[..., None]
+    w = jnp.exp(jnp.real(log_phi)) * _cos_sin(jnp.imag(log_phi) - shift)[0]
+    v = 0.5 * var[..., None]
+    w = w - jnp.exp(-v * omega * omega) * _cos_sin(-v * omega - shift)[0]
+    safe = jnp.where(k == 0, 1.0, omega)
+    zeta = jnp.where(k == 0, 0.0j, 1.0 / (safe * (safe - 1j))) * w
+    inside = (log_k >= a) & (log_k <= b)
+    sums, total = _phase_sums(zeta, jnp.pi * (jnp.clip(log_k, a, b) - a) / width)
+    diff = 2.0 / width * (jnp.exp(a) * total - jnp.exp(log_k) * sums)
+    return _black_unit(log_k, var, is_call) + jnp.where(inside, diff, 0.0)
+
+
+def _black_unit(log_k, var, is_call):
+    """Black-Scholes ``E[(e^X - K/F)^+]`` or ``E[(K/F - e^X)^+]`` with ``Var X = var``."""
+    sign = jnp.where(is_call, 1.0, -1.0)
+    s = jnp.sqrt(var)
+    d1 = (0.5 * var - log_k) / s
+    return sign * (ndtr(sign * d1) - jnp.exp(log_k) * ndtr(sign * (d1 - s)))
+
+
+def _lewis_unit(model, expiries, log_k, is_call, n_terms: int, var, period):
+    """``E[(e^X - K/F)^+]`` (calls) or ``E[(K/F - e^X)^+]`` (puts) by the Lewis formula with a
+    Black-Scholes control variate.
+
+    ``C - C_BS = P - P_BS = -sqrt(K/F) / pi int_0^inf Re[e^{iux} (phi - phi_BS)(u - i/2)]
+    / (u^2 + 1/4) du`` with ``x = log(F/K)`` and ``phi_BS(u - i/2) = exp(-var (u^2 + 1/4) / 2)``,
+    by the trapezoidal rule with step ``h = 2 pi / period`` and ``n_terms`` nodes ``u_j = j h``.
+    Both calls and puts add that correction to their own Black-Scholes value, so neither
+    loses precision to put-call parity.
+    """
+    dtype = expiries.dtype
+    h = 2.0 * jnp.pi / period
+    j = jnp.arange(n_terms, dtype=dtype)
+    u = j * h[..., None]
+    den = u * u + 0.25
     phi = jnp.exp(_trailing(model).log_cf(u - 0.5j, expiries[..., None]))
-    x = -log_k[..., None]  # log(F/K)
-    integrand = jnp.real(jnp.exp(1j * u * x) * phi) / (u * u + 0.25)
-    integral = jnp.sum(integrand * weights * upper, axis=-1)
-    return 1.0 - jnp.exp(0.5 * log_k) / jnp.pi * integral
+    weight = h[..., None] * jnp.where(j == 0, 0.5, 1.0).astype(dtype) / den
+    psi = (phi - jnp.exp(-0.5 * var[..., None] * den)) * weight
+    sums, _ = _phase_sums(psi, -log_k * h)
+    return _black_unit(log_k, var, is_call) - jnp.exp(0.5 * log_k) / jnp.pi * sums
 
 
 @functools.partial(jax.jit, static_argnames=("method", "n_terms"))
-def _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, trunc_l,
-                  cos_ab=None):
-    """Prices; ``cos_ab`` is a precomputed COS range (else derived from the cumulants)."""
+def _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, truncation,
+                  log_tol, geometry=None):
+    """Prices; ``geometry`` is precomputed by ``_plan`` (else derived here, no gradient)."""
     forward = market.forward(expiries)
     discount = market.discount(expiries)
     log_k = jnp.log(strikes) - jnp.log(forward)
+    if geometry is None:
+        geometry = _geometry(model, expiries, log_k, truncation, log_tol, method)
     if method == "cos":
-        a, b = cos_range(model, expiries, trunc_l) if cos_ab is None else cos_ab
-        put_u = _cos_put_unit(model, expiries, log_k, n_terms, a, b)
-        call_u = put_u + 1.0 - jnp.exp(log_k)
+        unit = _cos_unit(model, expiries, log_k, is_call, n_terms, *geometry)
     else:
-        tol_log = jnp.log(jnp.finfo(expiries.dtype).eps) - 2.0
-        call_u = _lewis_call_unit(model, expiries, log_k, n_terms, tol_log)
-        put_u = call_u - 1.0 + jnp.exp(log_k)
-    unit = jnp.where(is_call, call_u, put_u)
+        unit = _lewis_unit(model, expiries, log_k, is_call, n_terms, *geometry)
     return discount * forward * unit
 
 
@@ -211,6 +515,7 @@ def fourier_price(
     method: str = "cos",
     n_terms: int | None = None,
     truncation: float = 16.0,
+    tol: float | None = None,
 ):
     """Discounted European option prices from the model's characteristic function.
 
@@ -220,10 +525,15 @@ def fourier_price(
       market: ``Market(spot, rate, div)``.
       strikes, expiries, is_call: arrays broadcast against each other (expiries in years).
       method: ``"cos"`` (default) or ``"lewis"``.
-      n_terms: COS terms or number of uniform 32-point Gauss-Legendre panels for Lewis
-        (default 24). For COS the default is chosen from the characteristic function's
-        decay (``auto_cos_terms``) when the parameters are concrete, 1024 when traced.
-      truncation: COS range half-width in units of ``sqrt(c2 + sqrt|c4|)``.
+      n_terms: COS terms, or Lewis trapezoid nodes: characteristic function evaluations per
+        expiry. By default chosen per call from the characteristic function's decay and the
+        model's tails to meet ``tol`` (see ``auto_cos_terms``) when the parameters are
+        concrete; when they are traced (under ``jit``/``grad``), 1024 for COS and 512 for
+        Lewis.
+      truncation: COS range half-width in units of ``sqrt(c2 + sqrt|c4|)``; for Lewis, the
+        same range seen from the furthest strike is the shortest trapezoid period.
+      tol: target absolute error per unit forward of the automatic choices (terms, Lewis
+        period); default ``DEFAULT_TOL`` = 1e-14.
 
     Returns:
       Prices with the broadcast shape of ``strikes``, ``expiries`` and ``is_call``, in the
@@ -240,21 +550,22 @@ def fourier_price(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     _validate(model, market, strikes, expiries)
     strikes, expiries, is_call, dtype = _as_inputs(model, market, strikes, expiries, is_call)
-    model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), model)
-    market = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), market)
-    truncation = jnp.asarray(truncation, dtype)
-    cos_ab = None
-    if method == "lewis":
-        n_terms = 24 if n_terms is None else n_terms
-    elif _is_concrete((model, expiries)):
-        # One pass gives the range and the terms it needs; the pricer reuses the range.
-        a, b, need = _cos_plan(model, expiries, truncation)
-        cos_ab = (a, b)
-        n_terms = _round_terms(need) if n_terms is None else n_terms
+    model = jax.tree_util.tree_map(lambda v: _cast(v, dtype), model)
+    market = jax.tree_util.tree_map(lambda v: _cast(v, dtype), market)
+    truncation = np.asarray(truncation, dtype)
+    log_tol = np.asarray(_log_tol(tol, dtype), dtype)
+    geometry = None
+    if _is_concrete((model, market, strikes, expiries)):
+        # Range / period (and the terms they need) computed apart from the pricer, which is
+        # compiled per n_terms: the same compiled geometry then serves every n_terms.
+        geometry = _plan_geometry(model, market, strikes, expiries, truncation, log_tol, method)
+        if n_terms is None:
+            need = _plan_terms(model, expiries, geometry, log_tol, method)
+            n_terms = _round_terms(need, _MIN_TERMS[method])
     elif n_terms is None:
-        n_terms = 1024
+        n_terms = _TRACED_TERMS[method]
     return _fourier_core(model, market, strikes, expiries, is_call, method, int(n_terms),
-                         truncation, cos_ab)
+                         truncation, log_tol, geometry)
 
 
 @functools.partial(jax.jit, static_argnames=("n_jumps",))
