@@ -386,3 +386,12 @@ def env_line(env: dict) -> str:
         + f"; load average at start {env.get('load_average_at_start')}"
         + (f", at end {env['load_average_at_end']}" if env.get("load_average_at_end") else "")
     )
+
+
+def run_main(main) -> None:
+    """Run a benchmark's ``main``; a missing module exits with status 2 and its message."""
+    try:
+        main()
+    except MissingModule as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)

@@ -34,7 +34,6 @@ Run: ``python benchmarks/bench_accuracy_time.py [--quick]``; writes
 from __future__ import annotations
 
 import math
-import sys
 
 import _util
 import numpy as np
@@ -328,8 +327,4 @@ def markdown(res) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except _util.MissingModule as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
+    _util.run_main(main)

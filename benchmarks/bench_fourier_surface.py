@@ -27,8 +27,6 @@ Run: ``python benchmarks/bench_fourier_surface.py [--quick]``; writes
 
 from __future__ import annotations
 
-import sys
-
 import _util
 import numpy as np
 
@@ -365,8 +363,4 @@ def markdown(res) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except _util.MissingModule as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
+    _util.run_main(main)

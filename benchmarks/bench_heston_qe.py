@@ -45,7 +45,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 
 import _util
 import numpy as np
@@ -657,8 +656,4 @@ def markdown(res) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except _util.MissingModule as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
+    _util.run_main(main)

@@ -16,8 +16,6 @@ Run: ``python benchmarks/bench_memory.py [--quick]``; writes ``results/memory.js
 
 from __future__ import annotations
 
-import sys
-
 import _util
 
 NAME = "memory"
@@ -139,8 +137,4 @@ def markdown(res) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except _util.MissingModule as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
+    _util.run_main(main)

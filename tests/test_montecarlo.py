@@ -36,6 +36,8 @@ from qmr_jax.pricing.fourier import fourier_price
 from qmr_jax.pricing.montecarlo import MCResult, control_option, mc_price
 from qmr_jax.simulate import simulate
 
+from .cases import CASES, MODELS
+
 MARKET = qmr.Market(100.0, 0.03, 0.01)
 T = 0.5
 STEPS = 16
@@ -43,24 +45,8 @@ N = 40_000
 STRIKES = np.array([70.0, 85.0, 100.0, 115.0, 140.0])
 FLAGS = np.array([True, False])
 
-MODELS = {
-    "gbm": qmr.GBM(0.6),
-    "merton": qmr.Merton(0.5, 2.0, -0.1, 0.2),
-    "kou": qmr.Kou(0.5, 2.0, 0.4, 8.0, 6.0),
-    "heston": qmr.Heston(0.36, 2.0, 0.36, 1.2, -0.6),
-    "bates": qmr.Bates(0.36, 2.0, 0.36, 1.2, -0.6, 2.0, -0.1, 0.2),
-}
 # known weak bias at dt = 1/32 (module docstring), absolute, spot 100
 BIAS = {"exact": 0.0, "qe": 0.01, "euler": 0.07}
-CASES = [
-    ("gbm", "exact"),
-    ("merton", "exact"),
-    ("kou", "exact"),
-    ("heston", "qe"),
-    ("heston", "euler"),
-    ("bates", "qe"),
-    ("bates", "euler"),
-]
 
 
 def black_scholes(spot, strike, t, vol, rate, div, is_call):

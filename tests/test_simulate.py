@@ -25,27 +25,13 @@ from qmr_jax.simulate import (
     time_grid,
 )
 
+from .cases import CASES, MODELS
+
 MARKET = qmr.Market(100.0, 0.03, 0.01)
 TIMES = [0.25, 0.5]
 STEPS = 16
 N = 20_000
 
-MODELS = {
-    "gbm": qmr.GBM(0.6),
-    "merton": qmr.Merton(0.5, 2.0, -0.1, 0.2),
-    "kou": qmr.Kou(0.5, 2.0, 0.4, 8.0, 6.0),
-    "heston": qmr.Heston(0.36, 2.0, 0.36, 1.2, -0.6),
-    "bates": qmr.Bates(0.36, 2.0, 0.36, 1.2, -0.6, 2.0, -0.1, 0.2),
-}
-CASES = [
-    ("gbm", "exact"),
-    ("merton", "exact"),
-    ("kou", "exact"),
-    ("heston", "qe"),
-    ("heston", "euler"),
-    ("bates", "qe"),
-    ("bates", "euler"),
-]
 
 
 def _run(name, scheme, **kw):
