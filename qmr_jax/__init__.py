@@ -24,7 +24,7 @@ from .pricing.black import (
     black_price,
     implied_vol,
 )
-from .pricing.fourier import fourier_price, merton_series_price
+from .pricing.fourier import FourierPricer, fourier_price, fourier_pricer, merton_series_price
 from .pricing.montecarlo import MCResult, mc_price
 from .simulate import Paths, PathSummary, simulate, time_grid
 
@@ -49,6 +49,8 @@ __all__ = [
     "IV_ABOVE_MAX",
     "IV_BAD_INPUT",
     "fourier_price",
+    "fourier_pricer",
+    "FourierPricer",
     "merton_series_price",
     "mc_price",
     "MCResult",

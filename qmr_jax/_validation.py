@@ -7,6 +7,7 @@ container, the field, the rule and the offending value (and its index for batche
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -35,8 +36,12 @@ def check_fields(obj, rules: list[Rule]) -> None:
     name = type(obj).__name__
     for field, pred, desc in rules:
         raw = getattr(obj, field)
+        if type(raw) in (float, int) and math.isfinite(raw) and pred(raw):
+            continue  # the common scalar case, without array conversions
         val = _concrete(raw)
         if val is None:
+            continue
+        if val.ndim == 0 and math.isfinite(f := float(val)) and pred(f):
             continue
         bad = ~np.isfinite(val) | ~pred(val)
         if np.any(bad):

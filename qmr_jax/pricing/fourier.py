@@ -568,6 +568,117 @@ def fourier_price(
                          truncation, log_tol, geometry)
 
 
+class FourierPricer:
+    """A compiled pricer of one fixed set of options, planned once: ``pricer(model, market)``.
+
+    Made by ``fourier_pricer``. The strikes, expiries, call flags, method and number of terms
+    are fixed; the model (and market) are arguments, so one compiled function serves every
+    evaluation of a calibration, a sensitivity report or a scenario sweep, under ``jit``,
+    ``grad`` and ``vmap`` alike. The per-expiry geometry (COS range, Lewis period) follows the
+    parameters it is called with.
+
+    Attributes:
+      method, n_terms, tol: the pricing settings.
+      strikes, expiries, is_call: the options (broadcast against each other).
+      market: the market used when a call gives none.
+    """
+
+    def __init__(self, strikes, expiries, is_call, market, method, n_terms, truncation,
+                 log_tol, tol):
+        self.strikes, self.expiries, self.is_call = strikes, expiries, is_call
+        self.market, self.method, self.n_terms, self.tol = market, method, int(n_terms), tol
+        self._truncation, self._log_tol = truncation, log_tol
+        dtype = strikes.dtype
+
+        def price(model, market):
+            model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), model)
+            market = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), market)
+            return _fourier_core(model, market, strikes, expiries, is_call, method,
+                                 self.n_terms, truncation, log_tol)
+
+        self._price = jax.jit(price)
+
+    def __call__(self, model, market=None):
+        market = self.market if market is None else market
+        if _is_concrete((model, market)):
+            model.validate()
+            market.validate()
+        return self._price(model, market)
+
+    def replan(self, model, market=None):
+        """A new pricer of the same options with ``n_terms`` chosen for ``model``."""
+        market = self.market if market is None else market
+        return fourier_pricer(model, market, self.strikes, self.expiries, self.is_call,
+                              method=self.method, tol=self.tol,
+                              truncation=float(self._truncation))
+
+    def __repr__(self):
+        shape = np.broadcast_shapes(*(np.shape(x) for x in (self.strikes, self.expiries,
+                                                             self.is_call)))
+        return (f"FourierPricer(method={self.method!r}, n_terms={self.n_terms}, "
+                f"options={shape}, tol={self.tol!r})")
+
+
+def fourier_pricer(
+    model,
+    market: Market,
+    strikes,
+    expiries,
+    is_call,
+    *,
+    method: str = "lewis",
+    n_terms: int | None = None,
+    tol: float | None = None,
+    truncation: float = 16.0,
+) -> FourierPricer:
+    """Plan the Fourier pricing of a fixed set of options once; returns a compiled pricer.
+
+    ``fourier_price`` plans every call (the number of terms from the model's decay, which
+    needs concrete parameters and a host round trip) and, under ``jit``/``grad``, falls back
+    to a generous fixed ``n_terms``. For repeated pricing of the same options with changing
+    parameters (calibration, sensitivities, sweeps) plan once here, at representative
+    parameters and the accuracy wanted, and call the result.
+
+    Args:
+      model, market: concrete parameters to plan at (and the default market of the calls).
+      strikes, expiries, is_call: the options, broadcast against each other; pass expiries as
+        a column (``[n_expiries, 1]``) against a strike grid so the characteristic function is
+        evaluated once per expiry.
+      method: ``"lewis"`` (default: several times fewer terms than COS) or ``"cos"``.
+      n_terms: fixed number of terms; by default chosen at ``model`` to meet ``tol``.
+      tol: target absolute error per unit forward (default ``DEFAULT_TOL``). The planned
+        ``n_terms`` meets it at ``model``; parameters far from it (much lower vol, shorter
+        expiries) may need ``pricer.replan(new_model)``.
+      truncation: as in ``fourier_price``.
+
+    Examples:
+      >>> import jax; jax.config.update("jax_enable_x64", True)
+      >>> import qmr_jax as qmr
+      >>> m = qmr.Heston(v0=0.04, kappa=4.0, theta=0.25, xi=1.0, rho=-0.5)
+      >>> pricer = qmr.fourier_pricer(m, qmr.Market(100.0, 0.01, 0.02), 100.0, 1.0, False)
+      >>> float(pricer(m))
+      17.05527096127...
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if not _is_concrete((model, market, strikes, expiries)):
+        raise TypeError("fourier_pricer plans at concrete parameters; call it outside jit "
+                        "and call the pricer it returns inside")
+    _validate(model, market, strikes, expiries)
+    strikes, expiries, is_call, dtype = _as_inputs(model, market, strikes, expiries, is_call)
+    model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), model)
+    market = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), market)
+    trunc = np.asarray(truncation, dtype)
+    log_tol = np.asarray(_log_tol(tol, dtype), dtype)
+    if n_terms is None:
+        _, need = _plan(model, market, strikes, expiries, trunc, log_tol, method)
+        n_terms = _round_terms(need, _MIN_TERMS[method])
+    elif int(n_terms) < 1:
+        raise ValueError(f"n_terms must be a positive integer; got {n_terms!r}")
+    return FourierPricer(jnp.asarray(strikes), jnp.asarray(expiries), jnp.asarray(is_call),
+                         market, method, n_terms, trunc, log_tol, tol)
+
+
 @functools.partial(jax.jit, static_argnames=("n_jumps",))
 def _merton_series_core(model, market, strikes, expiries, is_call, n_jumps):
     from .black import black_price
