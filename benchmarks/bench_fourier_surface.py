@@ -21,10 +21,11 @@ Prices per second, in the same process (float64, x64 enabled):
 
 Agreement: maximum absolute and relative difference against QuantLib's adaptive engine at
 ``relTolerance = 1e-12``; an option agrees when it is within 1e-8 relative or 1e-10 absolute
-(the criterion of the QuantLib oracle tests), and the goal is every option agreeing. Speed ratio: QuantLib default time / our time
-(goal >= 30). An ``n_terms`` scan finds the smallest ``n_terms`` (COS terms, Lewis nodes)
-that still meets 1e-8, and times them; a strike-count scan separates the per-expiry cost
-(characteristic function, range) from the per-strike cost.
+(the criterion of the QuantLib oracle tests), and the goal is every option agreeing. Speed
+ratio: QuantLib default time / our time (goal >= 30). An ``n_terms`` scan finds the
+smallest ``n_terms`` (COS terms, Lewis nodes) that still agrees, and times them; a
+strike-count scan separates the per-expiry cost (characteristic function, range) from the
+per-strike cost.
 
 Run: ``python benchmarks/bench_fourier_surface.py [--quick]``; writes
 ``results/fourier_surface.json`` and ``.md``.
