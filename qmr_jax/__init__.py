@@ -11,7 +11,7 @@ Public API (stable names):
 * simulation: ``simulate`` returning ``Paths`` (or ``PathSummary``).
 """
 
-from . import models
+from . import models, sensitivities
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
 from .pricing import payoffs
 from .pricing.black import (
@@ -26,6 +26,7 @@ from .pricing.black import (
 )
 from .pricing.fourier import FourierPricer, fourier_price, fourier_pricer, merton_series_price
 from .pricing.montecarlo import MCResult, mc_price
+from .sensitivities import Greeks, Sensitivities, greeks, parameter_sensitivities
 from .simulate import Paths, PathSummary, simulate, time_grid
 
 __version__ = "0.1.0"
@@ -49,6 +50,11 @@ __all__ = [
     "IV_ABOVE_MAX",
     "IV_BAD_INPUT",
     "fourier_price",
+    "sensitivities",
+    "greeks",
+    "parameter_sensitivities",
+    "Greeks",
+    "Sensitivities",
     "fourier_pricer",
     "FourierPricer",
     "merton_series_price",

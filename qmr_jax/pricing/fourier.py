@@ -590,20 +590,26 @@ class FourierPricer:
         self._truncation, self._log_tol = truncation, log_tol
         dtype = strikes.dtype
 
-        def price(model, market):
+        def price(model, market, elapsed):
             model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), model)
             market = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), market)
-            return _fourier_core(model, market, strikes, expiries, is_call, method,
+            return _fourier_core(model, market, strikes, expiries - elapsed, is_call, method,
                                  self.n_terms, truncation, log_tol)
 
         self._price = jax.jit(price)
 
-    def __call__(self, model, market=None):
+    def __call__(self, model, market=None, elapsed=0.0):
+        """Prices under ``model`` and ``market`` (default: the planning market), with
+        ``elapsed`` years of calendar time passed (every expiry shortened by it: the argument
+        of theta; it must leave every expiry positive)."""
         market = self.market if market is None else market
-        if _is_concrete((model, market)):
+        if _is_concrete((model, market, elapsed)):
             model.validate()
             market.validate()
-        return self._price(model, market)
+            if elapsed != 0.0 and not np.all(np.asarray(self.expiries) > np.asarray(elapsed)):
+                raise ValueError(f"elapsed={float(elapsed)!r} must be shorter than every "
+                                 "expiry of the pricer")
+        return self._price(model, market, elapsed)
 
     def replan(self, model, market=None):
         """A new pricer of the same options with ``n_terms`` chosen for ``model``."""
