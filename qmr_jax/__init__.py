@@ -8,10 +8,13 @@ Public API (stable names):
 * models: ``GBM``, ``Merton``, ``Kou``, ``Heston``, ``Bates`` and ``Market``;
 * pricing: ``black_price``, ``black_greeks``, ``implied_vol``, ``fourier_price``,
   ``merton_series_price``, ``mc_price`` with the ``payoffs`` module;
-* simulation: ``simulate`` returning ``Paths`` (or ``PathSummary``).
+* simulation: ``simulate`` returning ``Paths`` (or ``PathSummary``);
+* sensitivities: ``greeks``, ``parameter_sensitivities`` of any value function, e.g. a
+  ``fourier_pricer``;
+* data: ``data.load_deribit`` and the option-chain cleaning rules.
 """
 
-from . import models, sensitivities
+from . import data, models, sensitivities
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
 from .pricing import payoffs
 from .pricing.black import (
@@ -40,6 +43,7 @@ __all__ = [
     "Market",
     "cumulants",
     "models",
+    "data",
     "payoffs",
     "black_price",
     "black_greeks",
