@@ -151,6 +151,11 @@ def greeks(value_fn: ValueFn, model, market: Market, *, elapsed=0.0) -> Greeks:
     All first and second derivatives come from one forward-over-forward pass in the four risk
     coordinates (spot, vol, rate, time), whatever the number of outputs.
     """
+    for name, leaf in (("spot", market.spot), ("rate", market.rate), ("div", market.div),
+                       ("elapsed", elapsed)):
+        if jnp.ndim(leaf) != 0:
+            raise ValueError(f"greeks needs a scalar market and elapsed time; {name} has shape "
+                             f"{jnp.shape(leaf)} (vmap over a batch of markets instead)")
     dtype = jnp.result_type(market.spot, float)
     x0 = jnp.stack([jnp.asarray(market.spot, dtype), jnp.zeros((), dtype),
                     jnp.asarray(market.rate, dtype), jnp.asarray(elapsed, dtype)])
@@ -298,6 +303,9 @@ def black_value_fn(strikes, expiries, is_call) -> ValueFn:
     is_call = jnp.asarray(is_call)
 
     def value_fn(model, market, elapsed):
+        if not isinstance(model, GBM):
+            raise TypeError(f"black_value_fn prices under GBM only; got {type(model).__name__} "
+                            "(use qmr_jax.fourier_pricer for other models)")
         t = expiries - elapsed
         return black_price(market.forward(t), strikes, t, model.sigma, is_call,
                            market.discount(t))
