@@ -30,6 +30,8 @@ BENCHMARKS = {
     "fourier_surface": "bench_fourier_surface.py",
     "memory": "bench_memory.py",
     "accuracy_time": "bench_accuracy_time.py",
+    "book_sensitivities": "bench_book_sensitivities.py",
+    "mc_greeks": "bench_mc_greeks.py",
 }
 
 

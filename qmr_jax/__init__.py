@@ -15,6 +15,7 @@ Public API (stable names):
 """
 
 from . import data, models, sensitivities
+from .book import Book, Position, load_book, load_model
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
 from .pricing import payoffs
 from .pricing.black import (
@@ -28,6 +29,7 @@ from .pricing.black import (
     implied_vol,
 )
 from .pricing.fourier import FourierPricer, fourier_price, fourier_pricer, merton_series_price
+from .pricing.mc_greeks import MCGreeks, mc_greeks, mc_value
 from .pricing.montecarlo import MCResult, mc_price
 from .sensitivities import Greeks, Sensitivities, greeks, parameter_sensitivities
 from .simulate import Paths, PathSummary, simulate, time_grid
@@ -63,6 +65,13 @@ __all__ = [
     "FourierPricer",
     "merton_series_price",
     "mc_price",
+    "mc_value",
+    "mc_greeks",
+    "MCGreeks",
+    "Book",
+    "Position",
+    "load_book",
+    "load_model",
     "MCResult",
     "simulate",
     "Paths",

@@ -6,6 +6,9 @@ Subcommands:
 * ``qmr price --model heston --params v0=0.36,kappa=2,theta=0.36,xi=1,rho=-0.3
   --spot 60000 --strikes 50000,60000,70000 --expiries 30d,0.25 [--method cos|lewis]`` -
   European prices (and Black implied vols) as a table, CSV or JSON.
+* ``qmr sensitivities --book FILE --model FILE [--out DIR] [--seed N] [--paths N]`` - the
+  gradient sensitivity report of a book (Greeks per position, tornado, P&L ladders) as CSV,
+  JSON and HTML.
 * ``qmr version`` - package and runtime versions.
 
 This is the only place that reads argv. Numeric subcommands switch JAX to float64 before
@@ -295,6 +298,79 @@ def _run_price(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# sensitivities
+
+
+_SENS_EPILOG = """\
+files:
+  --book   TOML: a [book] table (name, currency, spot_source) and [[position]] entries
+           (type = european, digital, asian, barrier, lookback, spot, perpetual or future;
+           quantity in coins; see scenarios/books/btc_example.toml)
+  --model  TOML or JSON: [model] (type and every parameter) and [market] (spot, rate, div);
+           see scenarios/models/btc_heston.toml
+
+writes to --out: report.html, tornado.png, ladders.png, positions.csv,
+position_parameters.csv, parameters.csv, ladders.csv, sensitivities.json
+
+example:
+  qmr sensitivities --book scenarios/books/btc_example.toml \\
+      --model scenarios/models/btc_heston.toml --out out/sensitivities --seed 0
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = _nonnegative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _configure_sensitivities(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--book", required=True, metavar="FILE", help="book file (TOML)")
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help="model and market file (TOML or JSON)")
+    p.add_argument("--out", default="out/sensitivities", metavar="DIR",
+                   help="output folder (default: out/sensitivities)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
+                   help="Monte Carlo seed of path-dependent positions (default: 0)")
+    p.add_argument("--paths", type=_positive_int, default=None, metavar="N",
+                   help="Monte Carlo paths per path-dependent position (default: 20000)")
+
+
+def _run_sensitivities(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .book import DEFAULT_MC_PATHS, load_book, load_model
+    from .report.sensitivity import sensitivity_report
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
+    try:
+        book = load_book(args.book)
+        spec = load_model(args.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    n_paths = args.paths or DEFAULT_MC_PATHS
+    print(f"book {book.name!r}: {len(book)} positions ({book.currency}); model "
+          f"{spec.name}; spot {float(spec.market.spot):,.2f}; seed {args.seed}", flush=True)
+    try:
+        summary = sensitivity_report(book, spec.model, spec.market, args.out, seed=args.seed,
+                                     n_paths=n_paths, model_name=spec.name,
+                                     log=lambda s: print(s, flush=True))
+    except (ValueError, NotImplementedError) as exc:
+        raise UsageError(str(exc)) from None
+    t = summary["totals"]
+    print(f"value {t['value_usd']:,.2f} USD ({t['value_coin']:,.4f} {book.currency}); delta "
+          f"{t['delta_coin']:,.4f} {book.currency}; vega {t['vega_usd_vol_pt']:,.2f} USD/vol "
+          f"pt; theta {t['theta_usd_day']:,.2f} USD/day")
+    top = summary["tornado"][0]
+    print(f"largest sensitivity: {top['input']} ({top['move']}): "
+          f"{top['first_order_down']:+,.2f} / {top['first_order_up']:+,.2f} USD")
+    print(f"report: {(Path(args.out) / 'report.html').resolve()}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # version
 
 
@@ -321,6 +397,8 @@ COMMANDS: list[Command] = [
             _run_demo),
     Command("price", "price European options with a model's characteristic function",
             _configure_price, _run_price, epilog=_PRICE_EPILOG),
+    Command("sensitivities", "Greeks, tornado and P&L ladders of a book (CSV, JSON, HTML)",
+            _configure_sensitivities, _run_sensitivities, epilog=_SENS_EPILOG),
     Command("version", "print the package and runtime versions", _configure_version,
             _run_version, numeric=False),
 ]

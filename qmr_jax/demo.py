@@ -14,11 +14,18 @@
 4. prices the 90-day option nearest the forward by Monte Carlo for each model (antithetic
    pairs) and shows value +- standard error next to its Fourier price;
 5. writes ``report.html``, ``smiles.png``, ``prices.csv`` and ``summary.json`` to the output
-   folder.
+   folder;
+6. writes the gradient sensitivity report (``qmr_jax.report.sensitivity``) of the example book
+   ``scenarios/books/btc_example.toml`` under the Heston parameters to
+   ``sensitivities/report.html`` (Greeks per position, a tornado of the inputs, P&L ladders),
+   linked from ``report.html``; skipped with a message when the scenarios folder is absent
+   (an installation without the project's files).
 
 Everything is deterministic given ``seed``: Monte Carlo model ``i`` uses
-``jax.random.fold_in(jax.random.key(seed), i)``. Needs float64 (``jax_enable_x64``), which the
-command line enables; the library never changes that setting itself.
+``jax.random.fold_in(jax.random.key(seed), i)``; the book's path-dependent positions use
+``jax.random.key(seed)`` (position ``i``: ``fold_in(key, i)``). Needs float64
+(``jax_enable_x64``), which the command line enables; the library never changes that setting
+itself.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from .pricing import payoffs
 from .pricing.black import IV_OK, implied_vol
 from .pricing.fourier import auto_cos_terms, fourier_price
 from .pricing.montecarlo import mc_price
-from .report import Column, Page, html_table, save_figure, smile_figure
+from .report import Column, Page, escape, html_table, save_figure, smile_figure
 
 BTC_MARKET = Market(spot=60_000.0, rate=0.04, div=0.0)
 """Spot 60,000 USD; ``rate - div = 4%`` is the annualised futures basis (forward premium)."""
@@ -94,6 +101,7 @@ class DemoConfig:
       mc_paths: Monte Carlo paths per model (antithetic pairs).
       mc_steps_sv: time steps for Heston/Bates (QE scheme); the exact schemes of GBM,
         Merton and Kou need a single step for a European payoff.
+      book_paths: Monte Carlo paths per path-dependent position of the example book.
       quick: reduced sizes.
     """
 
@@ -101,11 +109,22 @@ class DemoConfig:
     n_strikes: int = 21
     mc_paths: int = 100_000
     mc_steps_sv: int = 45
+    book_paths: int = 10_000
     quick: bool = False
 
     @classmethod
     def quick_config(cls, seed: int = 0) -> DemoConfig:
-        return cls(seed=seed, n_strikes=11, mc_paths=20_000, mc_steps_sv=15, quick=True)
+        return cls(seed=seed, n_strikes=11, mc_paths=20_000, mc_steps_sv=15, book_paths=2_000,
+                   quick=True)
+
+
+SENSITIVITY_MODEL = "Heston"
+"""The demo model the example book is valued under."""
+
+
+def example_book_path() -> Path:
+    """``scenarios/books/btc_example.toml`` of the project."""
+    return Path(__file__).resolve().parents[1] / "scenarios" / "books" / "btc_example.toml"
 
 
 def default_data_dir() -> Path:
@@ -320,7 +339,12 @@ def run_demo(
     fig_path = save_figure(fig, out / "smiles.png")
     log(f"wrote {fig_path}")
 
+    sens = _book_sensitivities(out, market, cfg, log)
+
     wall = time.perf_counter() - t_start
+    files = ["prices.csv", "report.html", "smiles.png", "summary.json"]
+    if sens is not None:
+        files.append("sensitivities")
     summary = {
         "version": _version(),
         "seed": cfg.seed,
@@ -336,7 +360,8 @@ def run_demo(
         "monte_carlo": mc_stats,
         "data_dir": {"path": str(data_dir), "present": data_present},
         "versions": _versions(),
-        "files": ["prices.csv", "report.html", "smiles.png", "summary.json"],
+        "sensitivities": sens,
+        "files": files,
         "wall_seconds": wall,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -345,6 +370,40 @@ def run_demo(
     log(f"report: {report.resolve()}")
     log(f"done in {wall:.1f} s")
     return summary
+
+
+def _book_sensitivities(out: Path, market: Market, cfg: DemoConfig, log) -> dict | None:
+    """The example book's sensitivity report in ``out/sensitivities``; a summary for
+    ``summary.json`` (``None`` when the book file is absent)."""
+    from .book import load_book
+    from .report.sensitivity import sensitivity_report
+
+    path = example_book_path()
+    if not path.is_file():
+        log(f"example book {path} not found: sensitivity report skipped")
+        return None
+    book = load_book(path)
+    t0 = time.perf_counter()
+    log(f"sensitivities of the example book ({len(book)} positions) under "
+        f"{SENSITIVITY_MODEL}, {cfg.book_paths:,} Monte Carlo paths per path-dependent "
+        "position")
+    rep = sensitivity_report(book, BTC_MODELS[SENSITIVITY_MODEL], market,
+                             out / "sensitivities", seed=cfg.seed, n_paths=cfg.book_paths,
+                             model_name=f"{SENSITIVITY_MODEL} (demo parameters)", log=log)
+    top = rep["tornado"][0]
+    return {
+        "report": "sensitivities/report.html",
+        "book_file": str(path),
+        "book": rep["book"]["name"],
+        "model": SENSITIVITY_MODEL,
+        "n_positions": rep["book"]["n_positions"],
+        "n_paths": cfg.book_paths,
+        "seed": cfg.seed,
+        "totals": rep["totals"],
+        "largest": {k: top[k] for k in ("input", "move", "first_order_down",
+                                         "first_order_up")},
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
@@ -427,6 +486,27 @@ def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
         page.add_html(html_table(rows, cols,
                                  caption=f"{days} days, forward {fwd:,.2f}"))
 
+    sens = summary.get("sensitivities")
+    if sens:
+        page.add_heading("Sensitivities of an example book")
+        t = sens["totals"]
+        page.add_html(
+            f'<p><a href="{escape(sens["report"])}">Sensitivity report</a> of '
+            f'{escape(sens["book"])} ({sens["n_positions"]} positions) under the '
+            f'{escape(sens["model"])} parameters above: Greeks per position, a ranked tornado '
+            "of the inputs and P&amp;L ladders against the Taylor predictions of the autodiff "
+            "gradient and Hessian.</p>")
+        page.add_key_values({
+            "book value": f"{t['value_usd']:,.2f} USD",
+            "delta": f"{t['delta_coin']:,.4f} coin ({t['delta_usd']:,.0f} USD)",
+            "vega": f"{t['vega_usd_vol_pt']:,.2f} USD per vol point",
+            "theta": f"{t['theta_usd_day']:,.2f} USD per day",
+            "largest sensitivity": (f"{sens['largest']['input']} "
+                                    f"({sens['largest']['move']}): "
+                                    f"{sens['largest']['first_order_down']:+,.2f} / "
+                                    f"{sens['largest']['first_order_up']:+,.2f} USD"),
+        })
+
     page.add_heading("Versions")
     page.add_key_values(summary["versions"])
     page.add_paragraph(
@@ -439,4 +519,4 @@ def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
 
 
 __all__ = ["run_demo", "DemoConfig", "BTC_MARKET", "BTC_MODELS", "smile_grid",
-           "default_data_dir"]
+           "default_data_dir", "example_book_path"]

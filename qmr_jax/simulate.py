@@ -286,10 +286,13 @@ def _poisson(keys, rate, half, dtype, antithetic):
     rounding of the CDF in the working dtype; several times faster to run and to compile
     than ``jax.random.poisson``'s per-element rejection loops.
     """
-    rate = jnp.asarray(rate, dtype)
+    # counts are integers: no derivative flows through them (see ``pricing.mc_greeks`` for the
+    # likelihood-ratio term that accounts for their dependence on the rate)
+    rate = lax.stop_gradient(jnp.asarray(rate, dtype))
     u = jax.vmap(lambda k: jax.random.uniform(k, (half,), dtype))(keys)
     log_rate = jnp.log(jnp.where(rate > 0, rate, 1.0))
-    k_max = rate + 20.0 * jnp.sqrt(rate) + 40.0  # P(N > k_max) < 1e-80: a termination guard
+    # P(N > k_max) < 1e-80: a termination guard (the largest over per-block rates)
+    k_max = jnp.max(rate + 20.0 * jnp.sqrt(rate) + 40.0)
 
     def term(k):
         kf = k.astype(dtype)
@@ -425,8 +428,19 @@ def _qe_variance(model, v, dt, zv, one_m_u=None):
     return v_next, k0 + k1 * v, k2, k3
 
 
+def _sqrt0(x):
+    """``sqrt(x)`` for ``x >= 0`` with derivative 0 (not ``inf``) at 0: same values, and no
+    ``0 * inf = nan`` in the pathwise derivative of a path whose variance sits at zero."""
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
 def _make_step(model, scheme, half, antithetic, dtype):
-    """``step(keys, dt, y, v) -> (y, v)`` for one time step of a chunk of blocks."""
+    """``step(keys, dt, y, v) -> (y, v, counts)`` for one time step of a chunk of blocks.
+
+    ``counts`` are the step's jump counts (``[n_blocks, block]`` int32; for Kou the pair
+    ``(n_up, n_down)``), ``None`` for models without jumps.
+    """
 
     def normals(keys, n):
         return _normals(keys, n, half, dtype, antithetic)
@@ -436,7 +450,7 @@ def _make_step(model, scheme, half, antithetic, dtype):
         def step(keys, dt, y, v):
             (z,) = normals(keys[:, 0], 1)
             s = model.sigma
-            return y - 0.5 * s * s * dt + s * jnp.sqrt(dt) * z, v
+            return y - 0.5 * s * s * dt + s * jnp.sqrt(dt) * z, v, None
 
         return step, 1
 
@@ -444,10 +458,10 @@ def _make_step(model, scheme, half, antithetic, dtype):
 
         def step(keys, dt, y, v):
             (z,) = normals(keys[:, 0], 1)
-            _, jump = compound_poisson_step(model, keys[:, 1:], dt, half, antithetic)
+            counts, jump = compound_poisson_step(model, keys[:, 1:], dt, half, antithetic)
             s = model.sigma
             drift = -0.5 * s * s * dt - model.lam * model.jump_compensator() * dt
-            return y + drift + s * jnp.sqrt(dt) * z + jump, v
+            return y + drift + s * jnp.sqrt(dt) * z + jump, v, counts
 
         return step, 5
 
@@ -455,28 +469,30 @@ def _make_step(model, scheme, half, antithetic, dtype):
 
     def add_jumps(keys, dt, y):
         if not jumps:
-            return y
-        _, jump = compound_poisson_step(model, keys[:, 1:], dt, half, antithetic)
-        return y + jump - model.lam * model.jump_compensator() * dt
+            return y, None
+        counts, jump = compound_poisson_step(model, keys[:, 1:], dt, half, antithetic)
+        return y + jump - model.lam * model.jump_compensator() * dt, counts
 
     if scheme == "euler":
 
         def step(keys, dt, y, v):
             zv, z = normals(keys[:, 0], 2)
             vp = jnp.maximum(v, 0.0)
-            sq = jnp.sqrt(vp * dt)
+            sq = _sqrt0(vp * dt)
             rho = model.rho
             y = y - 0.5 * vp * dt + sq * (rho * zv + jnp.sqrt(1.0 - rho * rho) * z)
             v = v + model.kappa * (model.theta - vp) * dt + model.xi * sq * zv
-            return add_jumps(keys, dt, y), v
+            y, counts = add_jumps(keys, dt, y)
+            return y, v, counts
 
     else:
 
         def step(keys, dt, y, v):
             zv, z, one_m_u = _normals_with_tail(keys[:, 0], 2, half, dtype, antithetic)
             v_next, drift, k2, k3 = _qe_variance(model, v, dt, zv, one_m_u)
-            y = y + drift + k2 * v_next + jnp.sqrt(k3 * (v + v_next)) * z
-            return add_jumps(keys, dt, y), v_next
+            y = y + drift + k2 * v_next + _sqrt0(k3 * (v + v_next)) * z
+            y, counts = add_jumps(keys, dt, y)
+            return y, v_next, counts
 
     return step, 3
 
@@ -485,8 +501,13 @@ def _make_step(model, scheme, half, antithetic, dtype):
 # the jitted chunk
 
 
+SUMMARY_FIELDS = PathSummary._fields
+
+
 @functools.partial(
-    jax.jit, static_argnames=("scheme", "n_blocks", "antithetic", "record", "n_obs")
+    jax.jit,
+    static_argnames=("scheme", "n_blocks", "antithetic", "record", "n_obs", "fields",
+                     "jump_counts", "checkpoint"),
 )
 def simulate_blocks(
     model,
@@ -502,24 +523,43 @@ def simulate_blocks(
     antithetic: bool,
     record: str,
     n_obs: int,
+    fields: tuple[str, ...] | None = None,
+    jump_counts: bool = False,
+    checkpoint: bool = False,
 ):
     """Simulate blocks ``first_block, ..., first_block + n_blocks - 1`` in one ``lax.scan``.
 
     The single-chunk core behind ``simulate``: jitted (``scheme``, ``n_blocks``,
-    ``antithetic``, ``record`` and ``n_obs`` static), traceable and ``vmap``-able over the
-    model, the market and the key. Inputs are not validated here.
+    ``antithetic``, ``record``, ``n_obs``, ``fields``, ``jump_counts`` and ``checkpoint``
+    static), traceable, differentiable and ``vmap``-able over the model, the market and the
+    key. Inputs are not validated here.
 
     Args:
-      model, market: parameter pytrees with scalar leaves of one floating dtype.
+      model, market: parameter pytrees of one floating dtype, with scalar leaves, or leaves
+        shaped ``[n_blocks, 1]`` (one parameter set per block, broadcast against the
+        ``[n_blocks, BLOCK_SIZE]`` state: differentiating with respect to them gives
+        per-block derivatives).
       key: the base PRNG key; block ``b`` uses ``jax.random.fold_in(key, b)``.
       first_block: index of the first block (an int, may be traced).
       dts, step_times, obs_slot: the ``TimeGrid`` arrays (``dts``/``step_times`` in the
-        simulation dtype).
+        simulation dtype), ``[n_steps]``; ``dts`` and ``step_times`` may also be
+        ``[n_steps, n_blocks, 1]`` (a grid per block).
+      fields: with ``record="summary"``, carry only these ``PathSummary`` fields through the
+        scan (the others are returned as ``None``; ``"final"`` is always computed, from the
+        last state). ``None`` (default): all four.
+      jump_counts: also return the total jump count of each path over all steps (an int32
+        ``[n_blocks * BLOCK_SIZE]`` array; for Kou the pair ``(n_up, n_down)``; ``None`` for
+        models without jumps): the output is then ``(output, counts)``.
+      checkpoint: wrap the step in ``jax.checkpoint``, so that reverse-mode differentiation
+        stores only the scan carry of each step and recomputes the step's intermediates.
 
     Returns:
       ``PathSummary`` of ``[n_blocks * BLOCK_SIZE]`` arrays (``record="summary"``) or a pair
       ``(spot, variance)`` of ``[n_blocks * BLOCK_SIZE, n_obs]`` arrays (``variance`` is
-      ``None`` for models without stochastic volatility).
+      ``None`` for models without stochastic volatility). Identical numbers whatever
+      ``fields`` and ``checkpoint``; with ``jump_counts`` a jump model's paths can differ
+      in the last bit (the compiler may fuse, and contract into fused multiply-adds, the
+      jump step differently when its counts are also an output).
     """
     dtype = dts.dtype
     half = BLOCK_SIZE // 2 if antithetic else BLOCK_SIZE
@@ -527,25 +567,56 @@ def simulate_blocks(
     block_keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(block_ids)
     step, n_keys = _make_step(model, scheme, half, antithetic, dtype)
     sv = isinstance(model, Heston | Bates)
+    kou = isinstance(model, Kou)
+    with_counts = jump_counts and isinstance(model, Merton | Kou | Bates)
     shape = (n_blocks, BLOCK_SIZE)
     y0 = jnp.zeros(shape, dtype)
     v0 = jnp.full(shape, model.v0, dtype) if sv else jnp.zeros((), dtype)
     s0 = jnp.full(shape, market.spot, dtype)
+    if fields is not None and record == "summary":
+        unknown = set(fields) - set(SUMMARY_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown summary fields {sorted(unknown)}; "
+                             f"choose from {SUMMARY_FIELDS}")
+        running = tuple(f for f in ("maximum", "minimum", "average") if f in fields)
+    else:
+        running = None
     if record == "summary":
-        rec0 = (s0, s0, s0, jnp.zeros(shape, dtype))
+        if running is None:
+            rec0 = (s0, s0, s0, jnp.zeros(shape, dtype))
+        else:
+            init = {"maximum": s0, "minimum": s0, "average": jnp.zeros(shape, dtype)}
+            rec0 = tuple(init[f] for f in running)
     else:
         rec0 = (
             jnp.zeros((n_obs,) + shape, dtype),
             jnp.zeros((n_obs,) + shape, dtype) if sv else None,
         )
+    if with_counts:
+        zero = jnp.zeros(shape, jnp.int32)
+        n0 = (zero, zero) if kou else zero
+    else:
+        n0 = None
 
     def body(carry, xs):
-        y, v, rec = carry
+        y, v, rec, n_total = carry
         i, dt, t, slot = xs
         keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, i), n_keys))(
             block_keys
         )
-        y, v = step(keys, dt, y, v)
+        y, v, counts = step(keys, dt, y, v)
+        if with_counts:
+            n_total = jax.tree_util.tree_map(jnp.add, n_total, counts)
+        if record == "summary" and running is not None:
+            if running:
+                s = market.forward(t) * jnp.exp(y)
+                update = {
+                    "maximum": lambda r: jnp.maximum(r, s),
+                    "minimum": lambda r: jnp.minimum(r, s),
+                    "average": lambda r: r + s,
+                }
+                rec = tuple(update[f](r) for f, r in zip(running, rec, strict=True))
+            return (y, v, rec, n_total), None
         s = market.forward(t) * jnp.exp(y)
         if record == "summary":
             _, hi, lo, total = rec
@@ -558,18 +629,35 @@ def simulate_blocks(
             if sv:
                 var_buf = var_buf.at[j].set(jnp.where(keep, jnp.maximum(v, 0.0), var_buf[j]))
             rec = (spot_buf, var_buf)
-        return (y, v, rec), None
+        return (y, v, rec, n_total), None
 
+    if checkpoint:
+        # scan already keeps the recomputation from being merged away (no CSE across steps)
+        body = jax.checkpoint(body, prevent_cse=False)
     steps = jnp.arange(dts.shape[0], dtype=jnp.int32)
-    (_, _, rec), _ = lax.scan(body, (y0, v0, rec0), (steps, dts, step_times, obs_slot))
+    (y, _, rec, n_total), _ = lax.scan(
+        body, (y0, v0, rec0, n0), (steps, dts, step_times, obs_slot)
+    )
     n = n_blocks * BLOCK_SIZE
     if record == "summary":
-        final, hi, lo, total = (r.reshape(n) for r in rec)
-        return PathSummary(final, hi, lo, total / dts.shape[0])
-    spot_buf, var_buf = rec
-    spot = jnp.moveaxis(spot_buf.reshape(n_obs, n), 0, 1)
-    var = jnp.moveaxis(var_buf.reshape(n_obs, n), 0, 1) if sv else None
-    return spot, var
+        if running is None:
+            final, hi, lo, total = (r.reshape(n) for r in rec)
+        else:
+            final = (market.forward(step_times[-1]) * jnp.exp(y)).reshape(n)
+            got = dict(zip(running, (r.reshape(n) for r in rec), strict=True))
+            hi, lo, total = got.get("maximum"), got.get("minimum"), got.get("average")
+        out = PathSummary(final, hi, lo, None if total is None else total / dts.shape[0])
+    else:
+        spot_buf, var_buf = rec
+        spot = jnp.moveaxis(spot_buf.reshape(n_obs, n), 0, 1)
+        var = jnp.moveaxis(var_buf.reshape(n_obs, n), 0, 1) if sv else None
+        out = (spot, var)
+    if not jump_counts:
+        return out
+    counts = None
+    if with_counts:
+        counts = jax.tree_util.tree_map(lambda c: c.reshape(n), n_total)
+    return out, counts
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,6 +42,16 @@ def test_demo_writes_its_files(demo_out, summary):
                  "Versions", "seed"):
         assert text in html, text
     assert summary["seed"] == 3 and summary["config"]["quick"] is True
+    # the example book's sensitivity report, linked from the main page
+    sens = summary["sensitivities"]
+    assert sens["report"] == "sensitivities/report.html" and sens["seed"] == 3
+    assert 'href="sensitivities/report.html"' in html
+    for name in ("report.html", "tornado.png", "ladders.png", "positions.csv",
+                 "sensitivities.json"):
+        assert (demo_out / "sensitivities" / name).stat().st_size > 0, name
+    book = json.loads((demo_out / "sensitivities" / "sensitivities.json").read_text())
+    assert book["totals"] == sens["totals"]
+    assert book["model"]["params"] == summary["models"]["Heston"]
     assert summary["versions"]["qmr_jax"] == qmr_jax.__version__
     assert summary["wall_seconds"] > 0
 

@@ -5,7 +5,7 @@ Nothing here is traced or jitted; inputs are plain NumPy/pandas values. Figures 
 state is touched.
 """
 
-from .figures import save_figure, smile_figure
+from .figures import ladder_figure, save_figure, smile_figure, tornado_figure
 from .html import Page, escape
 from .tables import Column, format_number, html_table, text_table
 
@@ -17,5 +17,7 @@ __all__ = [
     "html_table",
     "text_table",
     "smile_figure",
+    "tornado_figure",
+    "ladder_figure",
     "save_figure",
 ]
