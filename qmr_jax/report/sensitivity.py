@@ -520,18 +520,10 @@ def _write_html(out: Path, summary: dict, positions: pd.DataFrame, parameters: p
 
     page.add_heading("Book totals")
     t = summary["totals"]
-    page.add_html(html_table([t], [
-        Column("value_usd", "value USD", fmt=",.2f"), Column("value_coin", "value coin",
-                                                             fmt=",.5f"),
-        Column("delta_coin", "delta coin", fmt=",.4f"), Column("delta_usd", "delta USD",
-                                                               fmt=",.0f"),
-        Column("gamma_coin_1pct", "gamma coin / 1%", fmt=",.4f"),
-        Column("vega_usd_vol_pt", "vega USD / vol pt", fmt=",.2f"),
-        Column("theta_usd_day", "theta USD / day", fmt=",.2f"),
-        Column("rho_usd_pct", "rho USD / 1%", fmt=",.2f"),
-        Column("vanna_coin_vol_pt", "vanna coin / vol pt", fmt=",.4f"),
-        Column("volga_usd_vol_pt2", "volga USD / vol pt^2", fmt=",.3f"),
-    ]))
+    total_fields = ("value_usd", "value_coin", "delta_coin", "delta_usd", "gamma_coin_1pct",
+                    "vega_usd_vol_pt", "theta_usd_day", "rho_usd_pct", "vanna_coin_vol_pt",
+                    "volga_usd_vol_pt2")
+    page.add_html(html_table([t], [c for c in _GREEK_COLUMNS if c.key in total_fields]))
     page.add_paragraph(
         "Sums over the positions. Delta in coins (dV/dS) and USD (dV/dS x spot); gamma as the "
         "change of the coin delta for a 1% spot move; vega per vol point of a parallel shift "
