@@ -1,0 +1,156 @@
+"""Maps between a model's parameters and the unconstrained vector the optimisers move.
+
+Every calibrated field lives in an open box ``(lo, hi)``. Fields whose box spans orders of
+magnitude (variances, speeds, vols of vol, intensities) move on a log scale,
+``x = exp(log lo + (log hi - log lo) sigmoid(u))``; the others (correlations, jump means,
+probabilities) linearly, ``x = lo + (hi - lo) sigmoid(u)``. Each map is smooth, strictly
+increasing and onto its box, so any unconstrained step gives valid parameters and the
+optimisers never see a NaN from a negative variance or ``|rho| >= 1``. The default boxes
+are wide enough for crypto surfaces (vols up to 200%, jumps of either sign up to
+``e^{+-2}``) and can be changed per field with ``bounds=``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..models import GBM, Bates, Heston, Kou, Merton
+
+
+class FieldMap(NamedTuple):
+    """One field's box and scale."""
+
+    lo: float
+    hi: float
+    log: bool
+
+    def forward(self, u):
+        s = jax.nn.sigmoid(u)
+        if self.log:
+            a, b = math.log(self.lo), math.log(self.hi)
+            return jnp.exp(a + (b - a) * s)
+        return self.lo + (self.hi - self.lo) * s
+
+    def inverse(self, x):
+        x = np.asarray(x, np.float64)
+        if self.log:
+            a, b = math.log(self.lo), math.log(self.hi)
+            s = (np.log(x) - a) / (b - a)
+        else:
+            s = (x - self.lo) / (self.hi - self.lo)
+        s = np.clip(s, 1e-12, 1.0 - 1e-12)
+        return np.log(s) - np.log1p(-s)
+
+    def contains(self, x) -> bool:
+        x = np.asarray(x, np.float64)
+        return bool(np.all((x > self.lo) & (x < self.hi)))
+
+
+_HESTON = {
+    "v0": FieldMap(1e-4, 4.0, True),
+    "kappa": FieldMap(1e-3, 50.0, True),
+    "theta": FieldMap(1e-4, 4.0, True),
+    "xi": FieldMap(1e-3, 20.0, True),
+    "rho": FieldMap(-0.999, 0.999, False),
+}
+_JUMPS = {
+    "lam": FieldMap(1e-4, 100.0, True),
+    "mu_j": FieldMap(-2.0, 2.0, False),
+    "sigma_j": FieldMap(1e-3, 2.0, True),
+}
+_SIGMA = {"sigma": FieldMap(1e-3, 5.0, True)}
+
+DEFAULT_BOUNDS: dict[type, dict[str, FieldMap]] = {
+    GBM: dict(_SIGMA),
+    Merton: {**_SIGMA, **_JUMPS},
+    Kou: {
+        **_SIGMA,
+        "lam": _JUMPS["lam"],
+        "p": FieldMap(1e-4, 1.0 - 1e-4, False),
+        "eta1": FieldMap(1.05, 500.0, True),
+        "eta2": FieldMap(0.05, 500.0, True),
+    },
+    Heston: dict(_HESTON),
+    Bates: {**_HESTON, **_JUMPS},
+}
+"""Default box of every calibrated field, per model type."""
+
+
+class Bijection:
+    """The unconstrained coordinates of one model type's free fields.
+
+    Args:
+      model_type: ``Heston``, ``Bates``, ``Merton``, ``Kou`` or ``GBM``.
+      bounds: optional ``{field: (lo, hi)}`` overriding the default boxes (a field keeps
+        the log scale when ``lo > 0`` and its default is log-scaled).
+      fixed: fields held at their initial values (not calibrated).
+    """
+
+    def __init__(self, model_type, bounds=None, fixed=()):
+        if model_type not in DEFAULT_BOUNDS:
+            known = ", ".join(t.__name__ for t in DEFAULT_BOUNDS)
+            raise TypeError(f"calibration supports {known}; got {model_type.__name__}")
+        self.model_type = model_type
+        maps = dict(DEFAULT_BOUNDS[model_type])
+        for name, box in (bounds or {}).items():
+            if name not in maps:
+                raise ValueError(f"bounds: {model_type.__name__} has no field {name!r} "
+                                 f"(fields: {', '.join(model_type._fields)})")
+            lo, hi = (float(v) for v in box)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError(f"bounds[{name!r}] = {box!r} must be finite with lo < hi")
+            log = maps[name].log and lo > 0
+            maps[name] = FieldMap(lo, hi, log)
+        for name in fixed:
+            if name not in maps:
+                raise ValueError(f"fixed: {model_type.__name__} has no field {name!r}")
+        self.maps = maps
+        self.fixed = tuple(fixed)
+        self.free = tuple(f for f in model_type._fields if f not in self.fixed)
+        if not self.free:
+            raise ValueError("every field is fixed: nothing to calibrate")
+
+    def _key(self):
+        return (self.model_type, tuple(sorted(self.maps.items())), self.fixed)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, Bijection) and self._key() == other._key()
+
+    def __repr__(self):
+        return (f"Bijection({self.model_type.__name__}, free={self.free}, "
+                f"fixed={self.fixed})")
+
+    @property
+    def size(self) -> int:
+        return len(self.free)
+
+    def check_inside(self, model, what="initial parameters") -> None:
+        for name in self.free:
+            m = self.maps[name]
+            if not m.contains(getattr(model, name)):
+                raise ValueError(
+                    f"{what}: {self.model_type.__name__}.{name} = "
+                    f"{np.asarray(getattr(model, name)).tolist()} is outside the calibration "
+                    f"box ({m.lo:g}, {m.hi:g}); widen it with bounds={{{name!r}: (lo, hi)}}")
+
+    def to_unconstrained(self, model) -> np.ndarray:
+        """``[..., n_free]`` unconstrained coordinates of a (possibly batched) model."""
+        return np.stack([self.maps[f].inverse(getattr(model, f)) for f in self.free], axis=-1)
+
+    def to_model(self, u, base):
+        """The model at unconstrained ``u`` (``[..., n_free]``), fixed fields from ``base``."""
+        values = {f: self.maps[f].forward(u[..., i]) for i, f in enumerate(self.free)}
+        return self.model_type(**{f: values.get(f, getattr(base, f))
+                                  for f in self.model_type._fields})
+
+    def jacobian_diag(self, u) -> jax.Array:
+        """``d x_i / d u_i`` per free field (the maps are elementwise)."""
+        return jnp.stack([jax.grad(self.maps[f].forward)(u[i]) for i, f in enumerate(self.free)])
