@@ -11,11 +11,15 @@ Public API (stable names):
 * simulation: ``simulate`` returning ``Paths`` (or ``PathSummary``);
 * sensitivities: ``greeks``, ``parameter_sensitivities`` of any value function, e.g. a
   ``fourier_pricer``;
-* data: ``data.load_deribit`` and the option-chain cleaning rules.
+* data: ``data.load_deribit`` and the option-chain cleaning rules, ``data.synthetic_chain``;
+* calibration: ``calibrate`` (and ``calibrate_batch``) to a whole surface, returning a
+  ``CalibrationResult``; ``quote_sensitivities`` of calibrated parameters and of any value
+  to each market quote.
 """
 
-from . import data, models, sensitivities
+from . import calibration, data, models, sensitivities
 from .book import Book, Position, load_book, load_model
+from .calibration import CalibrationResult, calibrate, calibrate_batch, quote_sensitivities
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
 from .pricing import payoffs
 from .pricing.black import (
@@ -46,6 +50,11 @@ __all__ = [
     "cumulants",
     "models",
     "data",
+    "calibration",
+    "calibrate",
+    "calibrate_batch",
+    "CalibrationResult",
+    "quote_sensitivities",
     "payoffs",
     "black_price",
     "black_greeks",

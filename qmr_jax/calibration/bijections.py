@@ -33,8 +33,10 @@ class FieldMap(NamedTuple):
         s = jax.nn.sigmoid(u)
         if self.log:
             a, b = math.log(self.lo), math.log(self.hi)
-            return jnp.exp(a + (b - a) * s)
-        return self.lo + (self.hi - self.lo) * s
+            x = jnp.exp(a + (b - a) * s)
+        else:
+            x = self.lo + (self.hi - self.lo) * s
+        return jnp.clip(x, self.lo, self.hi)  # rounding at saturation stays in the box
 
     def inverse(self, x):
         x = np.asarray(x, np.float64)

@@ -32,6 +32,7 @@ _TRUNCATION = 16.0
 _MIN_TERMS = 32
 _MAX_REPLANS = 2
 _TERMS_MARGIN = 1.25
+_MAX_TERMS = 1 << 14
 _PERIOD_MARGIN = 1.1
 
 
@@ -118,6 +119,15 @@ def _plan_all(u, bij, base, quotes, truncation, log_tol):
     return jax.tree_util.tree_map(lambda *g: jnp.stack(g), *geos), need
 
 
+def _ladder(need: float) -> int:
+    """Nodes on a power-of-two ladder (with a margin for the parameters' moves): a coarse
+    ladder lets consecutive snapshots and neighbouring problems share one compiled solver."""
+    n = _MIN_TERMS
+    while n < _TERMS_MARGIN * need and n < _MAX_TERMS:
+        n *= 2
+    return n
+
+
 def _needs_polish(geo_used, geo_opt, need, n_terms) -> bool:
     """The optimum needs a longer Lewis period or more nodes than the round used."""
     period_used = np.asarray(geo_used[1])
@@ -169,6 +179,7 @@ def calibrate(
     xtol: float = 1e-10,
     gtol: float = 1e-12,
     fourier_tol: float = DEFAULT_FOURIER_TOL,
+    n_terms: int | None = None,
 ) -> CalibrationResult:
     """Calibrate a model to every quote of an option chain at once.
 
@@ -205,6 +216,10 @@ def calibrate(
         loss reduction, the step in unconstrained space or the gradient's largest entry is
         below its tolerance.
       fourier_tol: target pricing error per unit forward of the Lewis pricer.
+      n_terms: Lewis nodes per expiry; by default planned at the starts to meet
+        ``fourier_tol`` and rounded up to a power of two (so that neighbouring problems share
+        one compiled solver). Either way, if the optimum needs more nodes or a longer period
+        the fit is polished from it with enough (``reason`` says so).
 
     Returns:
       A ``CalibrationResult``: ``.params`` (same type as ``initial_params``), ``.rmse_iv``
@@ -223,7 +238,7 @@ def calibrate(
     return calibrate_batch(initial_params, [chain], loss=loss, weights=weights, method=method,
                            starts=starts, seed=seed, feller_penalty=feller_penalty, fixed=fixed,
                            bounds=bounds, max_iter=max_iter, ftol=ftol, xtol=xtol, gtol=gtol,
-                           fourier_tol=fourier_tol, _single=True)[0]
+                           fourier_tol=fourier_tol, n_terms=n_terms, _single=True)[0]
 
 
 def calibrate_batch(
@@ -243,6 +258,7 @@ def calibrate_batch(
     xtol: float = 1e-10,
     gtol: float = 1e-12,
     fourier_tol: float = DEFAULT_FOURIER_TOL,
+    n_terms: int | None = None,
     _single: bool = False,
 ) -> list[CalibrationResult]:
     """``calibrate`` many chains (snapshots) at once, ``vmap``-batched in one compiled call.
@@ -299,7 +315,7 @@ def calibrate_batch(
         fw = jnp.asarray(float(feller_penalty), jnp.float64)
         geometry, need = _plan_all(u0, bij, base, quotes, truncation, log_tol)
         # margin: the parameters move during the fit; the optimum is checked below
-        n_terms = _round_terms(_TERMS_MARGIN * need, _MIN_TERMS)
+        n_terms = _ladder(need) if n_terms is None else int(n_terms)
         replans = 0
         states_all = []
         u_start = jnp.asarray(u0)
@@ -314,10 +330,12 @@ def calibrate_batch(
             geo_opt, need = _plan_all(u_rep, bij, base, quotes, truncation, log_tol)
             geo_used = jax.tree_util.tree_map(lambda g, p=pick: np.asarray(g)[p][:, None],
                                               geometry)
-            if not _needs_polish(geo_used, geo_opt, need, n_terms) or replans >= _MAX_REPLANS:
-                break
+            done = np.isin(np.asarray(states.status)[pick], CONVERGED)
+            if (not done.all() or not _needs_polish(geo_used, geo_opt, need, n_terms)
+                    or replans >= _MAX_REPLANS):
+                break  # (an unconverged fit is reported as it is, not polished further)
             # the optimum needs a longer period or more nodes: polish from it with its own
-            n_terms = max(n_terms, _round_terms(_TERMS_MARGIN * need, _MIN_TERMS))
+            n_terms = max(n_terms, _ladder(need))
             geometry, u_start, replans = geo_opt, jnp.asarray(u_rep), replans + 1
         jax.block_until_ready(ivs)
         wall = time.perf_counter() - t0
@@ -366,9 +384,12 @@ def model_iv_surface(result: CalibrationResult, chain: pd.DataFrame | None = Non
             return result.residuals["model_iv"].to_numpy()
         check_chain(chain)
         q, pos = build_quotes(chain)
+        _, need = plan_geometry(result.params, q, jnp.asarray(_TRUNCATION),
+                                jnp.asarray(pb.log_tol))
+        n = max(pb.n_terms, _ladder(float(np.max(np.asarray(need)))))
         model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), result.params)
         ivs = np.asarray(_grid_ivs(model, q, jnp.asarray(_TRUNCATION), jnp.asarray(pb.log_tol),
-                                   pb.n_terms))
+                                   n))
         return ivs[pos[:, 0], pos[:, 1]]
 
 
