@@ -9,6 +9,12 @@ Subcommands:
 * ``qmr sensitivities --book FILE --model FILE [--out DIR] [--seed N] [--paths N]`` - the
   gradient sensitivity report of a book (Greeks per position, tornado, P&L ladders) as CSV,
   JSON and HTML.
+* ``qmr calibrate [--chain FILE | --synthetic] [--currency BTC|ETH] [--model heston]
+  [--snapshot TIME|first|last|INDEX] [--out DIR] [--loss iv|price_vega|price_spread]
+  [--weights uniform|spread|vega] [--method lm|lbfgs] [--starts N] [--feller-penalty W]
+  [--initial FILE] [--max-iter N] [--seed N]`` - calibrate a model to one option-chain
+  snapshot and write the calibration report (CSV, JSON, HTML); exit status 1 when the solver
+  did not converge.
 * ``qmr version`` - package and runtime versions.
 
 This is the only place that reads argv. Numeric subcommands switch JAX to float64 before
@@ -371,6 +377,204 @@ def _run_sensitivities(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# calibrate
+
+
+EXIT_NOT_CONVERGED = 1
+
+_CALIB_EPILOG = """\
+data:
+  default  the shared Deribit parquet ($QMR_DATA_DIR or ../shared/data), snapshot "last"
+  --chain  a Deribit parquet, a raw snapshot CSV or a data folder
+  --synthetic
+           a Deribit-like chain priced by Heston(v0=0.25, kappa=2, theta=0.3, xi=1,
+           rho=-0.3) (spot 60000, no noise): works without market data
+  --snapshot  first, last, an index into the file's snapshots (0, -1, ...), a time (the
+           latest snapshot at or before it, e.g. 2026-05-31T12:00Z) or a snapshot file name
+
+start: --initial FILE (a model file as for `qmr sensitivities`, TOML or JSON; its [market] is
+not used), else a guess from the chain's ATM vols and skew (qmr_jax.calibration.initial_guess)
+
+writes to --out: report.html, smiles.png, residuals.png, convergence.png, result.json,
+residuals.csv, by_expiry.csv
+
+exit status: 0 converged, 1 not converged (the report is still written), 2 bad input
+
+example:
+  qmr calibrate --currency BTC --model heston --snapshot last --out out/calibration
+"""
+
+
+def synthetic_truth():
+    """The Heston model priced by ``qmr calibrate --synthetic``."""
+    from .models import Heston
+
+    return Heston(v0=0.25, kappa=2.0, theta=0.3, xi=1.0, rho=-0.3)
+
+
+def synthetic_calibration_chain(currency: str = "BTC"):
+    """The chain of ``qmr calibrate --synthetic``: ``synthetic_chain(synthetic_truth())``
+    with the default Deribit-like calendar and strikes, no noise."""
+    from .data import synthetic_chain
+
+    return synthetic_chain(synthetic_truth(), currency=currency)
+
+
+def parse_snapshot(text: str | None):
+    """``--snapshot``: ``None`` -> ``"last"``; an integer -> an index; else as given
+    (``"first"``, ``"last"``, a time or a snapshot file name)."""
+    if text is None:
+        return "last"
+    t = text.strip()
+    if not t:
+        raise UsageError("--snapshot: empty value; give first, last, an index or a time")
+    try:
+        return int(t)
+    except ValueError:
+        return t
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be finite and >= 0; got {text!r}")
+    return value
+
+
+def _configure_calibrate(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--chain", metavar="FILE",
+                     help="Deribit option parquet, snapshot CSV or data folder (default: the "
+                          "shared data)")
+    src.add_argument("--synthetic", action="store_true",
+                     help="calibrate to a synthetic Heston chain instead of market data")
+    p.add_argument("--currency", choices=("BTC", "ETH"), default="BTC",
+                   help="coin (default BTC)")
+    p.add_argument("--model", default=None,
+                   help="heston, bates, merton, kou or gbm (default: the --initial file's "
+                        "model, else heston)")
+    p.add_argument("--snapshot", default=None, metavar="TIME|first|last|INDEX",
+                   help="which snapshot of the file (default: last)")
+    p.add_argument("--out", default="out/calibration", metavar="DIR",
+                   help="output folder (default: out/calibration)")
+    p.add_argument("--loss", choices=("iv", "price_vega", "price_spread"), default="iv",
+                   help="residual: IV error (default), price error over vega, or price "
+                        "error in bid/ask spreads")
+    p.add_argument("--weights", choices=("uniform", "spread", "vega"), default="uniform",
+                   help="quote weights (default uniform)")
+    p.add_argument("--method", choices=("lm", "lbfgs"), default="lm",
+                   help="Levenberg-Marquardt (default) or L-BFGS")
+    p.add_argument("--starts", type=_positive_int, default=1, metavar="N",
+                   help="starting points: the initial one and N-1 random perturbations "
+                        "(default 1)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
+                   help="seed of the perturbed starts (default 0)")
+    p.add_argument("--feller-penalty", type=_nonnegative_float, default=0.0, metavar="W",
+                   help="weight of the Feller-condition penalty, Heston and Bates "
+                        "(default 0: off)")
+    p.add_argument("--initial", metavar="FILE",
+                   help="model file (TOML or JSON) with the starting parameters")
+    p.add_argument("--max-iter", type=_positive_int, default=200, metavar="N",
+                   help="iteration limit of the solver (default 200)")
+
+
+def _calibration_chain(args: argparse.Namespace):
+    from .data import load_deribit
+
+    if args.synthetic:
+        if args.snapshot is not None:
+            raise UsageError("--snapshot selects a snapshot of market data; it does not apply "
+                             "to --synthetic")
+        return synthetic_calibration_chain(args.currency)
+    snapshot = parse_snapshot(args.snapshot)
+    try:
+        chain = load_deribit(args.chain, currency=args.currency, snapshot=snapshot)
+    except FileNotFoundError as exc:
+        hint = "" if args.chain else " (or run with --synthetic)"
+        raise UsageError(f"{exc}{hint}") from None
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--chain {args.chain or 'default data'}: {exc}") from None
+    if len(chain) == 0:
+        raise UsageError(f"no {args.currency} quotes left in snapshot {args.snapshot or 'last'} "
+                         "after cleaning")
+    if "snapshot" in chain.columns and chain["snapshot"].nunique() > 1:
+        raise UsageError("the chain holds several snapshots; choose one with --snapshot")
+    return chain
+
+
+def _model_class(args: argparse.Namespace):
+    """The ``--model`` class, or ``None`` when not given."""
+    from .calibration import MODELS
+
+    if args.model is None:
+        return None
+    cls = MODELS.get(args.model.strip().lower())
+    if cls is None:
+        raise UsageError(f"--model: unknown model {args.model!r}; choose one of: "
+                         f"{', '.join(MODELS)}")
+    return cls
+
+
+def _initial_model(args: argparse.Namespace, cls, chain):
+    from .book import load_model
+    from .calibration import MODELS, initial_guess
+
+    if args.initial is None:
+        return initial_guess(cls or MODELS["heston"], chain)
+    try:
+        spec = load_model(args.initial)
+    except ValueError as exc:
+        raise UsageError(f"--initial: {exc}") from None
+    if cls is not None and type(spec.model) is not cls:
+        raise UsageError(f"--initial {args.initial}: holds a {type(spec.model).__name__} "
+                         f"model but --model is {args.model}")
+    return spec.model
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .calibration import calibrate
+    from .report.calibration import calibration_report
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
+    cls = _model_class(args)
+    print("loading the synthetic chain" if args.synthetic else
+          f"loading {args.currency} quotes from {args.chain or 'the default data'}", flush=True)
+    chain = _calibration_chain(args)
+    n_exp = chain["expiry_years"].nunique()
+    where = chain["snapshot"].iloc[0] if "snapshot" in chain.columns else "-"
+    print(f"chain: {len(chain)} quotes in {n_exp} expiries, {args.currency} snapshot {where}",
+          flush=True)
+    initial = _initial_model(args, cls, chain)
+    start = ", ".join(f"{k}={float(v):.4g}" for k, v in initial._asdict().items())
+    print(f"calibrating {type(initial).__name__} from {start} ({args.method}, loss "
+          f"{args.loss}, weights {args.weights}, {args.starts} start(s))", flush=True)
+    try:
+        result = calibrate(initial, chain, loss=args.loss, weights=args.weights,
+                           method=args.method, starts=args.starts, seed=args.seed,
+                           feller_penalty=args.feller_penalty, max_iter=args.max_iter)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    print(result.summary(), flush=True)
+    paths = calibration_report(result, chain, out)
+    print("wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    print(f"report: {paths['report.html'].resolve()}")
+    if not result.converged:
+        print(f"calibration did NOT converge: {result.reason} after {result.iterations} "
+              "iterations (the report shows the last iterate)", flush=True)
+        return EXIT_NOT_CONVERGED
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # version
 
 
@@ -399,6 +603,8 @@ COMMANDS: list[Command] = [
             _configure_price, _run_price, epilog=_PRICE_EPILOG),
     Command("sensitivities", "Greeks, tornado and P&L ladders of a book (CSV, JSON, HTML)",
             _configure_sensitivities, _run_sensitivities, epilog=_SENS_EPILOG),
+    Command("calibrate", "calibrate a model to an option chain and write a fit report",
+            _configure_calibrate, _run_calibrate, epilog=_CALIB_EPILOG),
     Command("version", "print the package and runtime versions", _configure_version,
             _run_version, numeric=False),
 ]
@@ -419,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``qmr`` command line; returns the exit status (0 ok, 2 bad input)."""
+    """Run the ``qmr`` command line; returns the exit status (0 ok, 2 bad input; ``calibrate``
+    returns 1 when the solver did not converge)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
