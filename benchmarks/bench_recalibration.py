@@ -29,7 +29,7 @@ import _util
 import numpy as np
 
 NAME = "recalibration"
-FULL = dict(n_snapshots=41, models=("heston", "bates"), batch_repeats=3)
+FULL = dict(n_snapshots=25, models=("heston", "bates"), batch_repeats=3)
 QUICK = dict(n_snapshots=6, models=("heston",), batch_repeats=1)
 
 

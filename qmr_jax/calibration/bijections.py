@@ -50,7 +50,7 @@ class FieldMap(NamedTuple):
 
     def contains(self, x) -> bool:
         x = np.asarray(x, np.float64)
-        return bool(np.all((x > self.lo) & (x < self.hi)))
+        return bool(np.all((x >= self.lo) & (x <= self.hi)))  # the edges: a saturated fit
 
 
 _HESTON = {
