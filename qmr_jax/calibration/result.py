@@ -157,17 +157,23 @@ class CalibrationResult:
 
 
 def _jsonable(x):
+    """JSON-safe copy: NumPy scalars and arrays to Python, non-finite floats to None,
+    timestamps to ISO strings, anything else unknown to its string."""
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, pd.Timestamp):
         return x.isoformat()
-    return x
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return str(x)
 
 
 def _first(chain, col):

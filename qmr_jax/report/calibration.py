@@ -32,7 +32,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import MaxNLocator
 
 from ..calibration.calibrate import model_iv_surface
-from ..calibration.result import CalibrationResult
+from ..calibration.result import CalibrationResult, _jsonable
 from .figures import _new_figure, save_figure
 from .html import Page, escape
 from .tables import Column, html_table
@@ -308,24 +308,6 @@ def convergence_figure(result: CalibrationResult, *, title: str | None = None):
 # the report
 
 
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, pd.Timestamp):
-        return x.isoformat()
-    if x is None or isinstance(x, bool | int | float | str):
-        return x
-    return str(x)
-
-
 def chain_info(result: CalibrationResult, chain: pd.DataFrame | None) -> dict:
     """Where the quotes came from: source, snapshot, currency, spot, cleaning, synthetic truth."""
     info = {"source": None, "snapshot": result.snapshot, "currency": result.currency,
@@ -377,7 +359,7 @@ def calibration_report(result: CalibrationResult, chain: pd.DataFrame | None = N
 
     summary = result.to_dict()
     summary.update(title=title, chain=info, files=list(FILES))
-    paths["result.json"].write_text(json.dumps(_clean(summary), indent=2) + "\n",
+    paths["result.json"].write_text(json.dumps(_jsonable(summary), indent=2) + "\n",
                                     encoding="utf-8")
     residual_table(result, chain).to_csv(paths["residuals.csv"], index=False)
     by_expiry = expiry_table(result)
