@@ -79,9 +79,9 @@ def test_initial_guess_inside_boxes_and_near_atm_levels(chain):
     g = initial_guess("gbm", chain)
     assert atm.min() - 1e-9 <= g.sigma <= atm.max() + 1e-9
     b = initial_guess("bates", chain)
-    assert b.v0 < h.v0 and b.lam == 1.0 and b.mu_j == -0.05 and b.sigma_j == 0.1
+    assert b.v0 < h.v0 and (b.lam, b.mu_j, b.sigma_j) == (0.1, -0.3, 0.3)  # rare, large
     k = initial_guess("kou", chain)
-    assert (k.p, k.eta1, k.eta2) == (0.4, 10.0, 8.0) and k.sigma < g.sigma
+    assert (k.lam, k.p, k.eta1, k.eta2) == (1.0, 0.4, 10.0, 8.0) and k.sigma < g.sigma
 
 
 @pytest.mark.parametrize("scale", [0.01, 12.0])

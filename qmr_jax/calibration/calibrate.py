@@ -175,7 +175,7 @@ def calibrate(
     fixed: Sequence[str] = (),
     bounds: dict | None = None,
     max_iter: int = 200,
-    ftol: float = 1e-12,
+    ftol: float = 1e-10,
     xtol: float = 1e-10,
     gtol: float = 1e-12,
     fourier_tol: float = DEFAULT_FOURIER_TOL,
@@ -214,7 +214,10 @@ def calibrate(
       bounds: ``{field: (lo, hi)}`` overriding the default boxes (``DEFAULT_BOUNDS``).
       max_iter, ftol, xtol, gtol: stop after ``max_iter`` iterations, or when the relative
         loss reduction, the step in unconstrained space or the gradient's largest entry is
-        below its tolerance.
+        below its tolerance. The default ``ftol = 1e-10`` (the remaining predicted and actual
+        loss reduction both below 1e-10 of the loss) ends real surface fits with the same
+        RMSE to 5 decimals as ``1e-12`` in about half the iterations
+        (``benchmarks/bench_calibration.py``).
       fourier_tol: target pricing error per unit forward of the Lewis pricer.
       n_terms: Lewis nodes per expiry; by default planned at the starts to meet
         ``fourier_tol`` and rounded up to a power of two (so that neighbouring problems share
@@ -254,7 +257,7 @@ def calibrate_batch(
     fixed: Sequence[str] = (),
     bounds: dict | None = None,
     max_iter: int = 200,
-    ftol: float = 1e-12,
+    ftol: float = 1e-10,
     xtol: float = 1e-10,
     gtol: float = 1e-12,
     fourier_tol: float = DEFAULT_FOURIER_TOL,

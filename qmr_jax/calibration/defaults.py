@@ -13,8 +13,12 @@
   ``x = +-0.674 sigma sqrt(T)``, inverted through Heston's first-order skew
   ``d sigma / dx = rho xi / (4 sigma) g(kappa T)``, ``g(z) = 2 (z - 1 + e^{-z}) / z^2``
   (median over the expiries whose quotes reach both points), within ``[-0.9, 0.9]``;
-* jumps: ``lam = 1``, ``mu_j = -0.05`` (``+0.05`` when the smile slopes up), ``sigma_j =
-  0.1``; Kou ``p = 0.4``, ``eta1 = 10``, ``eta2 = 8``.
+* jumps (Merton, Bates): rare and large, a crash every ten years on average: ``lam = 0.1``,
+  ``mu_j = -0.3`` (``+0.3`` when the smile slopes up), ``sigma_j = 0.3``. On real BTC and ETH
+  surfaces this start reaches the better of the minima found from frequent small jumps
+  (``lam = 1``, ``mu_j = -0.05``, ``sigma_j = 0.1``), which can drift to the edge of the
+  box, in fewer iterations (``benchmarks/bench_calibration.py``); Kou ``lam = 1``,
+  ``p = 0.4``, ``eta1 = 10``, ``eta2 = 8``.
 
 Every value is then moved inside its default calibration box (``DEFAULT_BOUNDS``), a little
 away from the edges, so the guess is always a valid first start of ``calibrate``.
@@ -36,7 +40,8 @@ MODELS: dict[str, type] = {"heston": Heston, "bates": Bates, "merton": Merton, "
 """Lower-case model name -> parameter container class (the calibratable models)."""
 
 KAPPA = 2.0
-LAM, MU_J, SIGMA_J = 1.0, -0.05, 0.1
+LAM, MU_J, SIGMA_J = 0.1, -0.3, 0.3
+KOU_LAM = 1.0
 KOU_P, KOU_ETA1, KOU_ETA2 = 0.4, 10.0, 8.0
 RHO_LIMIT = 0.9
 _Z25 = 0.674  # |d1| of a 25-delta option, in standard deviations
@@ -180,8 +185,8 @@ def initial_guess(model, chain: pd.DataFrame):
         values = {"sigma": math.sqrt(max(level - jump_var, 0.25 * level)), "lam": LAM,
                   "mu_j": mu_j, "sigma_j": SIGMA_J}
     elif cls is Kou:
-        jump_var = LAM * (2.0 * KOU_P / KOU_ETA1**2 + 2.0 * (1.0 - KOU_P) / KOU_ETA2**2)
-        values = {"sigma": math.sqrt(max(level - jump_var, 0.25 * level)), "lam": LAM,
+        jump_var = KOU_LAM * (2.0 * KOU_P / KOU_ETA1**2 + 2.0 * (1.0 - KOU_P) / KOU_ETA2**2)
+        values = {"sigma": math.sqrt(max(level - jump_var, 0.25 * level)), "lam": KOU_LAM,
                   "p": KOU_P, "eta1": KOU_ETA1, "eta2": KOU_ETA2}
     else:
         values = {"sigma": math.sqrt(level)}

@@ -38,7 +38,7 @@ CONVERGED = (CONVERGED_F, CONVERGED_X, CONVERGED_G, ZERO_RESIDUAL)
 
 class Tolerances(NamedTuple):
     max_iter: jax.Array | int = 200
-    ftol: jax.Array | float = 1e-12
+    ftol: jax.Array | float = 1e-10
     xtol: jax.Array | float = 1e-10
     gtol: jax.Array | float = 1e-12
     atol: jax.Array | float = 1e-28
