@@ -14,10 +14,11 @@ Public API (stable names):
 * data: ``data.load_deribit`` and the option-chain cleaning rules, ``data.synthetic_chain``;
 * calibration: ``calibrate`` (and ``calibrate_batch``) to a whole surface, returning a
   ``CalibrationResult``; ``quote_sensitivities`` of calibrated parameters and of any value
-  to each market quote.
+  to each market quote;
+* stress testing: ``stress`` (shocks, scenario files, ``StressEngine``, VaR/ES, sweeps).
 """
 
-from . import calibration, data, models, sensitivities
+from . import calibration, data, models, sensitivities, stress
 from .book import Book, Position, load_book, load_model
 from .calibration import CalibrationResult, calibrate, calibrate_batch, quote_sensitivities
 from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
@@ -51,6 +52,7 @@ __all__ = [
     "models",
     "data",
     "calibration",
+    "stress",
     "calibrate",
     "calibrate_batch",
     "CalibrationResult",

@@ -377,6 +377,200 @@ def _run_sensitivities(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# stress and sweep
+
+_STRESS_EPILOG = """\
+scenarios: files, folders of *.toml, or names of the shipped library (scenarios/library,
+e.g. crash-20-vol-spike); "library" runs all of it
+
+prints a table (P&L in USD and coin, liquidity cost, VaR/ES of path scenarios); with --out
+writes stress.csv, positions.csv, stress.html and figures
+
+exit status: 0 ok, 1 some scenario failed (its error is in the table), 2 bad input
+
+example:
+  qmr stress scenarios/books/btc_stress.toml library --model scenarios/models/btc_heston.toml
+"""
+
+_SWEEP_EPILOG = """\
+dimensions (--dim, repeatable): a shock field (spot, vol, term, skew, rate, basis, horizon,
+drift, spread, impact_bps, exit_fraction) or scale.FIELD / shift.FIELD of the model, with
+  values  NAME=v1,v2,...   or   NAME=lo:hi:n  (n evenly spaced)    grid design (default)
+          NAME=lo:hi                                              with --random N
+horizon: --horizon (default 1d) unless a dimension sets it; durations as 12h, 7d, 2w
+
+writes to --out: manifest.json, parts/*.parquet (as chunks finish), results.parquet,
+results.csv, report.html with heatmaps, worst.csv, es_contributions.csv; rerun the same
+command after an interruption to continue where it stopped
+
+example:
+  qmr sweep scenarios/books/btc_stress.toml --model scenarios/models/btc_heston.toml \\
+      --dim spot=-0.4:0.2:13 --dim vol=-0.1:0.3:9 --dim scale.xi=1,2 --horizon 7d \\
+      --paths 10000 --out out/sweep
+"""
+
+
+def _scenario_args(items: list[str]):
+    from pathlib import Path
+
+    from .stress.scenarios import default_scenario_dir, load_scenarios
+
+    paths = []
+    lib = default_scenario_dir()
+    for it in items:
+        p = Path(it)
+        if it == "library":
+            paths.append(lib)
+        elif p.exists():
+            paths.append(p)
+        elif (lib / f"{it}.toml").exists():
+            paths.append(lib / f"{it}.toml")
+        else:
+            raise UsageError(f"scenario {it!r}: no such file, folder or library scenario "
+                             f"(see {lib})")
+    try:
+        return load_scenarios(paths)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _book_and_model(args):
+    from .book import load_book, load_model
+
+    try:
+        return load_book(args.book), load_model(args.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _configure_stress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("book", metavar="BOOK", help="book file (TOML)")
+    p.add_argument("scenarios", metavar="SCENARIO", nargs="+",
+                   help="scenario files, folders or library names")
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help="model and market file (TOML or JSON)")
+    p.add_argument("--paths", type=_positive_int, default=None, metavar="N",
+                   help="paths of path scenarios (default: each scenario's n_paths)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
+                   help="PRNG seed (default: 0)")
+    p.add_argument("--out", default=None, metavar="DIR", help="write the report here")
+
+
+def _run_stress(args: argparse.Namespace) -> int:
+    import jax
+
+    from .report.stress import stress_report, stress_table
+    from .stress.run import stress
+
+    book, spec = _book_and_model(args)
+    scenarios = _scenario_args(args.scenarios)
+    print(f"book {book.name!r}: {len(book)} positions; model {spec.name}; "
+          f"{len(scenarios)} scenario(s); seed {args.seed}", flush=True)
+    run = stress(book, spec.model, spec.market, scenarios, key=jax.random.key(args.seed),
+                 n_paths=args.paths,
+                 progress=lambda i, n, name: print(f"  [{i + 1}/{n}] {name}", flush=True))
+    cols = [c for c in ("kind", "horizon_days", "pnl_usd", "pnl_coin", "cost", "worst",
+                        "var99", "es99", "status") if c in run.table.columns]
+    print(stress_table(run.table[cols]))
+    if args.out:
+        meta = dict(run.meta, seed=args.seed, model_file=str(args.model))
+        rows = run.table.reset_index().rename(columns={"scenario": "name"})
+        paths = stress_report(rows, run.positions, args.out, meta=meta)
+        print(f"report: {paths.get('stress.html', args.out)}")
+    return 0 if (run.table["status"] == "ok").all() else 1
+
+
+def _parse_dim(text: str, random: bool):
+    name, sep, spec = text.partition("=")
+    if not sep or not name.strip():
+        raise UsageError(f"--dim {text!r}: expected NAME=VALUES")
+    name = name.strip()
+    from .stress.scenarios import ScenarioError, parse_duration
+
+    def num(x):
+        try:
+            return parse_duration(x.strip(), "") if name == "horizon" else float(x)
+        except (ValueError, ScenarioError):
+            raise UsageError(f"--dim {text!r}: {x!r} is not a number") from None
+
+    if ":" in spec:
+        bits = spec.split(":")
+        if random:
+            if len(bits) != 2:
+                raise UsageError(f"--dim {text!r}: with --random give a range lo:hi")
+            return name, (num(bits[0]), num(bits[1]))
+        if len(bits) != 3:
+            raise UsageError(f"--dim {text!r}: expected lo:hi:n")
+        try:
+            n = int(bits[2])
+        except ValueError:
+            raise UsageError(f"--dim {text!r}: n must be an integer") from None
+        if n < 1:
+            raise UsageError(f"--dim {text!r}: n must be >= 1")
+        lo, hi = num(bits[0]), num(bits[1])
+        return name, [lo + (hi - lo) * i / max(n - 1, 1) for i in range(n)]
+    if random:
+        raise UsageError(f"--dim {text!r}: with --random give a range lo:hi")
+    return name, [num(x) for x in spec.split(",") if x.strip()]
+
+
+def _configure_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("book", metavar="BOOK", help="book file (TOML)")
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help="model and market file (TOML or JSON)")
+    p.add_argument("--dim", action="append", required=True, metavar="NAME=VALUES",
+                   help="a sweep dimension (repeatable)")
+    p.add_argument("--random", type=_positive_int, default=None, metavar="N",
+                   help="N random scenarios (uniform over the ranges) instead of a grid")
+    p.add_argument("--horizon", default="1d", metavar="DURATION",
+                   help="horizon of every scenario (default: 1d)")
+    p.add_argument("--paths", type=_nonnegative_int, default=10_000, metavar="N",
+                   help="paths per scenario; 0: instantaneous revaluation (default: 10000)")
+    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                   help="time steps over the horizon (default: daily)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
+                   help="PRNG seed (default: 0)")
+    p.add_argument("--no-crn", action="store_true",
+                   help="independent draws per scenario (default: common random numbers)")
+    p.add_argument("--memory", type=_positive_int, default=512, metavar="MIB",
+                   help="memory budget of one chunk, MiB (default: 512)")
+    p.add_argument("--out", default="out/sweep", metavar="DIR",
+                   help="output folder (default: out/sweep)")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    import jax
+
+    from .report.stress import sweep_report
+    from .stress import Shock, StressEngine, SweepDesign, sweep
+    from .stress.scenarios import ScenarioError, parse_duration
+
+    book, spec = _book_and_model(args)
+    dims = dict(_parse_dim(d, args.random is not None) for d in args.dim)
+    try:
+        base = Shock(horizon=parse_duration(args.horizon, "--horizon"))
+        design = (SweepDesign.random(args.random, dims, seed=args.seed, base=base)
+                  if args.random else SweepDesign.grid(base=base, **dims))
+    except (ValueError, ScenarioError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"book {book.name!r}: {len(book)} positions; model {spec.name}; {len(design)} "
+          f"scenarios x {args.paths} paths; seed {args.seed}; out {args.out}", flush=True)
+    try:
+        engine = StressEngine(book, spec.model, spec.market,
+                              key=jax.random.key(args.seed) if book.has_mc else None)
+        res = sweep(engine, design, key=jax.random.key(args.seed), out=args.out,
+                    n_paths=args.paths, steps=args.steps, crn=not args.no_crn,
+                    memory_budget=args.memory * 2**20)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(res.table)} scenarios ({res.resumed_scenarios} from earlier parts) in "
+          f"{res.wall_time:.1f} s")
+    paths = sweep_report(res, args.out)
+    print(f"report: {paths.get('report.html', args.out)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # calibrate
 
 
@@ -605,6 +799,10 @@ COMMANDS: list[Command] = [
             _configure_sensitivities, _run_sensitivities, epilog=_SENS_EPILOG),
     Command("calibrate", "calibrate a model to an option chain and write a fit report",
             _configure_calibrate, _run_calibrate, epilog=_CALIB_EPILOG),
+    Command("stress", "revalue a book under named scenarios (table, CSV, HTML)",
+            _configure_stress, _run_stress, epilog=_STRESS_EPILOG),
+    Command("sweep", "a large scenario sweep: chunked, streamed to Parquet, resumable",
+            _configure_sweep, _run_sweep, epilog=_SWEEP_EPILOG),
     Command("version", "print the package and runtime versions", _configure_version,
             _run_version, numeric=False),
 ]

@@ -1,0 +1,191 @@
+"""Named scenarios end to end: ``stress(book, model, market, scenarios, key=...)``.
+
+Each scenario is revalued by its kind:
+
+* ``instant``: full revaluation at the shocked model and market after the horizon
+  (``StressEngine.instant``);
+* ``path``: ``n_paths`` horizon paths under the shocked model, the book revalued on each
+  (``StressEngine.paths``); the P&L distribution gives VaR/ES with standard errors;
+* ``historical``: the real spot path of the episode (``qmr_jax.data.spot``) applied to
+  today's spot, close by close, with a vol shift growing linearly to its end value
+  (``vol = "realized"``: ``vol_beta`` times the rise of realised vol from the
+  ``window_days`` before the episode to the episode itself); the P&L at every close, the
+  final one and the worst.
+
+Scenario ``s`` draws its paths from ``jax.random.fold_in(key, crc32(s.name) or s.seed)``: its
+numbers do not depend on which other scenarios run with it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+import pandas as pd
+
+from . import risk
+from .revalue import StressEngine
+from .scenarios import Scenario
+from .shocks import Shock, describe, stack_shocks
+
+DEFAULT_LEVELS = (0.95, 0.99, 0.999)
+
+
+@dataclass
+class StressRun:
+    """Results of ``stress``: ``table`` (one row per scenario), ``positions`` (scenario x
+    position USD P&L), ``replays`` (per historical scenario, the P&L at every close) and
+    ``meta`` (book, model, market, key)."""
+
+    table: pd.DataFrame
+    positions: pd.DataFrame
+    replays: dict[str, pd.DataFrame] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+def scenario_key(key, scenario: Scenario):
+    """The key of a scenario's paths: ``fold_in(key, seed or crc32(name))``."""
+    salt = scenario.seed if scenario.seed is not None else zlib.crc32(scenario.name.encode())
+    return jax.random.fold_in(key, salt & 0x7FFFFFFF), salt & 0x7FFFFFFF
+
+
+def replay_shocks(scenario: Scenario, currency: str, *, data_dir=None):
+    """``(path_table, stacked Shock)`` of a historical scenario: one shock per close."""
+    from ..data import spot as spot_data
+
+    h = dict(scenario.historical or {})
+    start, end = h.get("start"), h.get("end")
+    if "episode" in h and (start is None or end is None):
+        ep = spot_data.episode(h["episode"])
+        start, end = start or ep.start, end or ep.end
+    cur = h.get("currency", currency)
+    hist = spot_data.load_spot_history(cur, source=h.get("source"), data_dir=data_dir)
+    path = spot_data.episode_path(hist, start, end)
+    if h.get("vol", "realized") == "realized":
+        rv = spot_data.realized_vol(hist, start, end, window_days=h.get("window_days", 30))
+        vol_end = h.get("vol_beta", 0.5) * (rv["during"] - rv["before"])
+    else:
+        rv, vol_end = None, float(h["vol"])
+    t = path["t_years"].to_numpy(np.float64)
+    frac = t / t[-1] if t[-1] > 0 else np.ones_like(t)
+    base = scenario.shock
+    shocks = [base._replace(spot=float(r), horizon=float(tt),
+                            vol=float(base.vol) + vol_end * float(f))
+              for r, tt, f in zip(path["cum_return"].to_numpy(), t, frac, strict=True)]
+    path = path.assign(vol_shift=[float(s.vol) for s in shocks])
+    path.attrs.update({"realized_vol": rv, "vol_end": vol_end, "currency": cur,
+                       "start": str(start), "end": str(end)})
+    return path, stack_shocks(shocks)
+
+
+def _levels_for(n_paths: int, levels) -> tuple[float, ...]:
+    return tuple(a for a in levels if int(np.floor(n_paths * (1.0 - a) + 1e-9)) >= risk.MIN_TAIL)
+
+
+def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
+           levels=DEFAULT_LEVELS, engine: StressEngine | None = None, data_dir=None,
+           mc_key=None, on_error: str = "record", progress=None) -> StressRun:
+    """Revalue ``book`` under each of ``scenarios`` (see the module docstring).
+
+    Args:
+      book, model, market: the book, the base (calibrated) model and today's market.
+      scenarios: ``Scenario`` objects (``load_scenarios``).
+      key: PRNG key of the horizon paths.
+      n_paths: override the path scenarios' own ``n_paths``.
+      levels: VaR/ES levels of path scenarios (levels with fewer than ``risk.MIN_TAIL``
+        tail samples for the path count are left out and listed in ``notes``).
+      engine: a ready ``StressEngine`` (default: built here; ``mc_key`` keys its Monte Carlo
+        positions, default ``fold_in(key, 2**31 - 1)``).
+      data_dir: market data folder of the historical replays.
+      on_error: ``"record"`` (default) puts a scenario's error in its ``status`` column and
+        goes on; ``"raise"`` stops.
+      progress: a callable ``progress(i, n, name)`` called before each scenario.
+
+    Returns:
+      ``StressRun``.
+    """
+    if on_error not in ("record", "raise"):
+        raise ValueError(f"on_error must be 'record' or 'raise'; got {on_error!r}")
+    if engine is None:
+        mk = mc_key if mc_key is not None else jax.random.fold_in(key, 2**31 - 1)
+        engine = StressEngine(book, model, market, key=mk if book.has_mc else None)
+    rows, pos_rows, replays = [], {}, {}
+    scenarios = list(scenarios)
+    for i, s in enumerate(scenarios):
+        if progress is not None:
+            progress(i, len(scenarios), s.name)
+        row = {"scenario": s.name, "kind": s.kind, "description": s.description,
+               "source": s.source, "dates": s.dates, "status": "ok"}
+        try:
+            if s.kind == "instant":
+                r = engine.revalue(s.shock, where=s.where)
+                pnl = np.asarray(r.pnl_usd)
+                row.update(shock=describe(s.shock), horizon_days=365 * s.horizon,
+                           spot_after=float(r.spot), pnl_usd=float(pnl.sum()),
+                           pnl_coin=float(np.sum(r.pnl_coin)), cost=float(np.sum(r.cost)))
+                pos_rows[s.name] = pnl
+            elif s.kind == "path":
+                k, salt = scenario_key(key, s)
+                n = int(n_paths or s.n_paths)
+                lv = _levels_for(n, levels)
+                p = engine.paths(s.shock, k, n, s.n_steps(), where=s.where)
+                total = np.asarray(p.pnl_usd).sum(axis=1)
+                row.update(shock=describe(s.shock), horizon_days=365 * s.horizon,
+                           n_paths=n, steps=s.n_steps(), seed=salt,
+                           pnl_usd=float(total.mean()),
+                           pnl_coin=float(np.asarray(p.pnl_coin).sum(axis=1).mean()),
+                           cost=float(np.sum(p.cost)), worst=float(total.min()))
+                if lv:
+                    est = risk.var_es(total, lv)
+                    for j, a in enumerate(lv):
+                        tag = f"{100 * a:g}".replace(".", "")
+                        row[f"var{tag}"] = float(est.var[j])
+                        row[f"var{tag}_se"] = float(est.var_stderr[j])
+                        row[f"es{tag}"] = float(est.es[j])
+                        row[f"es{tag}_se"] = float(est.es_stderr[j])
+                skipped = [a for a in levels if a not in lv]
+                if skipped:
+                    row["notes"] = (f"levels {skipped} need >= {risk.MIN_TAIL} tail samples; "
+                                    f"{n} paths are too few")
+                pos_rows[s.name] = np.asarray(p.pnl_usd).mean(axis=0)
+            else:
+                path, shocks = replay_shocks(s, book.currency, data_dir=data_dir)
+                fn = engine._jit.setdefault("instant_batch", jax.jit(jax.vmap(engine.instant)))
+                engine.check(shocks, where=s.where)
+                res = fn(jax.tree_util.tree_map(lambda x: np.asarray(x, engine.dtype), shocks))
+                totals = np.asarray(res.pnl_usd).sum(axis=1)
+                rep = path.assign(pnl_usd=totals,
+                                  pnl_coin=np.asarray(res.pnl_coin).sum(axis=1),
+                                  spot_replayed=np.asarray(res.spot))
+                replays[s.name] = rep
+                w = int(np.argmin(totals))
+                row.update(shock=(f"replay {path.attrs['start']}..{path.attrs['end']}: spot "
+                                  f"{path['cum_return'].iloc[-1]:+.1%}, vol "
+                                  f"{100 * path.attrs['vol_end']:+.1f} vp"),
+                           horizon_days=365 * float(path["t_years"].iloc[-1]),
+                           spot_after=float(res.spot[-1]), pnl_usd=float(totals[-1]),
+                           pnl_coin=float(rep["pnl_coin"].iloc[-1]),
+                           cost=float(np.asarray(res.cost)[-1].sum()),
+                           worst=float(totals[w]), worst_at=str(path.index[w]))
+                pos_rows[s.name] = np.asarray(res.pnl_usd)[-1]
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            if on_error == "raise":
+                raise
+            row["status"] = f"error: {exc}"
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("scenario")
+    positions = pd.DataFrame.from_dict(pos_rows, orient="index", columns=engine.labels)
+    positions.index.name = "scenario"
+    key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    meta = {"book": book.name, "currency": book.currency,
+            "model": {"type": type(engine.model).__name__,
+                      **{k: float(v) for k, v in engine.model._asdict().items()}},
+            "market": {k: float(v) for k, v in engine.market._asdict().items()},
+            "base_value_usd": float(np.sum(engine.base_values)), "key": key_data,
+            "levels": list(levels)}
+    return StressRun(table, positions, replays, meta)
+
+
+__all__ = ["stress", "StressRun", "replay_shocks", "scenario_key", "Shock"]

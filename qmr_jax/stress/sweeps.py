@@ -1,0 +1,499 @@
+"""Scenario sweeps: thousands of shocks, vmapped in chunks, streamed to Parquet, resumable.
+
+``sweep(engine, design, out=..., key=..., n_paths=..., steps=...)`` revalues the book of a
+``StressEngine`` under every scenario of a ``SweepDesign`` (a full grid or a random design
+over shock dimensions) and writes one row per scenario:
+
+* the design's dimensions and the scenario ``index``;
+* instantaneous sweeps (``n_paths=0``): total P&L in USD and coin, liquidity cost, and the
+  P&L of every position (``pnl.<label>``);
+* path sweeps: over ``n_paths`` horizon paths per scenario, the mean, standard deviation,
+  worst and best total P&L, VaR and ES at each level with their Monte Carlo standard errors
+  (``qmr_jax.stress.risk``), the mean P&L of every position (``pnl.<label>``) and its
+  contribution to the ES at ``contrib_level`` (``es_contrib.<label>``, summing to the ES).
+
+Randomness: scenario ``i`` has the key ``jax.random.fold_in(key, i)``; with common random
+numbers (``crn=True``, the default) every scenario's paths use the same draws (those of
+``key``), so differences between scenarios are the shocks' and not noise. Either way any slice
+of a sweep rerun alone gives the same numbers.
+
+Chunks: scenarios go through one jitted, vmapped function ``chunk`` at a time, the chunk size
+set by ``memory_budget`` (bytes); the last chunk is padded to the same size, so every call
+runs the same compiled program. Each finished chunk is written atomically as a Parquet part
+(``parts/part-<first>-<last>.parquet``, via a temporary file and ``os.replace``) next to a
+``manifest.json`` describing the sweep. Rerunning the same command on the same folder skips the
+finished parts (a run killed at any moment, ``kill -9`` included, continues where it stopped);
+at the end the parts are joined into ``results.parquet`` with every scenario exactly once. A
+folder holding a different sweep is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import risk
+from .revalue import DEFAULT_GRID, StressEngine
+from .shocks import NUMERIC_FIELDS, Shock, check_shock
+
+DEFAULT_LEVELS = (0.95, 0.99, 0.999)
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+_PART = re.compile(r"^part-(\d{8})-(\d{8})\.parquet$")
+
+
+# ------------------------------------------------------------------------------------------
+# designs
+
+
+def _dimension(name: str) -> tuple[str, str | None]:
+    """``(kind, field)``: ``("shock", "spot")``, ``("scale", "lam")``, ``("shift", "mu_j")``."""
+    if name in NUMERIC_FIELDS:
+        return "shock", name
+    for kind in ("scale", "shift"):
+        if name.startswith(kind + "."):
+            return kind, name[len(kind) + 1:]
+    raise ValueError(f"unknown sweep dimension {name!r}; use a shock field "
+                     f"({', '.join(NUMERIC_FIELDS)}) or scale.<model field> / "
+                     "shift.<model field> (e.g. scale.lam)")
+
+
+@dataclass(frozen=True)
+class SweepDesign:
+    """Values of each dimension for every scenario: ``columns[name][i]``.
+
+    Build with ``SweepDesign.grid(spot=[...], vol=[...], ...)`` (full factorial, the last
+    dimension varying fastest) or ``SweepDesign.random(n, {"spot": (-0.5, 0.3), ...}, seed)``
+    (independent uniform draws). ``base`` holds the fixed values of the other shock fields
+    (e.g. ``Shock(horizon=7/365)``).
+    """
+
+    columns: Mapping[str, np.ndarray]
+    base: Shock = Shock()
+    kind: str = "grid"
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not self.columns:
+            raise ValueError("a sweep design needs at least one dimension")
+        sizes = {len(np.atleast_1d(v)) for v in self.columns.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"design columns have different lengths: {sorted(sizes)}")
+        for name, v in self.columns.items():
+            _dimension(name)
+            arr = np.asarray(v, np.float64)
+            if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+                raise ValueError(f"dimension {name!r}: values must be finite numbers")
+
+    @classmethod
+    def grid(cls, base: Shock | None = None, **axes: Sequence[float]) -> SweepDesign:
+        if not axes:
+            raise ValueError("SweepDesign.grid needs at least one dimension")
+        names = list(axes)
+        values = [np.atleast_1d(np.asarray(axes[n], np.float64)) for n in names]
+        for n, v in zip(names, values, strict=True):
+            if v.size == 0:
+                raise ValueError(f"dimension {n!r} has no values")
+        mesh = list(itertools.product(*values))
+        cols = {n: np.array([m[j] for m in mesh]) for j, n in enumerate(names)}
+        return cls(cols, base or Shock(), "grid")
+
+    @classmethod
+    def random(cls, n: int, ranges: Mapping[str, tuple[float, float]], seed: int = 0,
+               base: Shock | None = None) -> SweepDesign:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer; got {n!r}")
+        rng = np.random.default_rng(seed)
+        cols = {}
+        for name, lohi in ranges.items():
+            lo, hi = (float(x) for x in lohi)
+            if not hi >= lo:
+                raise ValueError(f"dimension {name!r}: range ({lo}, {hi}) has hi < lo")
+            cols[name] = rng.uniform(lo, hi, n)
+        return cls(cols, base or Shock(), "random", seed)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    @property
+    def dims(self) -> list[str]:
+        return list(self.columns)
+
+    def shocks(self, start: int, stop: int) -> Shock:
+        """Stacked ``Shock`` of scenarios ``start .. stop - 1``."""
+        n = stop - start
+        vals = {f: np.full(n, float(getattr(self.base, f))) for f in NUMERIC_FIELDS}
+        scale = {k: np.full(n, float(v)) for k, v in self.base.scale.items()}
+        shift = {k: np.full(n, float(v)) for k, v in self.base.shift.items()}
+        for name, col in self.columns.items():
+            kind, f = _dimension(name)
+            x = np.asarray(col, np.float64)[start:stop]
+            if kind == "shock":
+                vals[f] = x
+            elif kind == "scale":
+                scale[f] = x
+            else:
+                shift[f] = x
+        return Shock(**vals, scale=scale, shift=shift)
+
+    def table(self) -> pd.DataFrame:
+        df = pd.DataFrame({k: np.asarray(v, np.float64) for k, v in self.columns.items()})
+        df.index.name = "index"
+        return df
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "seed": self.seed, "n": len(self),
+                "dims": {k: [float(np.min(v)), float(np.max(v)), int(np.unique(v).size)]
+                         for k, v in self.columns.items()},
+                "base": {f: float(getattr(self.base, f)) for f in NUMERIC_FIELDS}
+                | {"scale": {k: float(v) for k, v in self.base.scale.items()},
+                   "shift": {k: float(v) for k, v in self.base.shift.items()}}}
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for k in sorted(self.columns):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(np.asarray(self.columns[k], np.float64)).tobytes())
+        h.update(json.dumps(self.describe()["base"], sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------
+# progress
+
+
+class Progress:
+    """A one-line progress bar with rate and ETA on ``stream`` (stderr): redrawn in place on
+    a terminal, a line every ~10% otherwise. ``Progress(None)`` is silent."""
+
+    def __init__(self, total: int, stream=sys.stderr, label: str = "sweep", done: int = 0):
+        self.total, self.stream, self.label = total, stream, label
+        self.done0 = self.done = done
+        self.t0 = time.perf_counter()
+        self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
+        self._last_pct = -1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.stream is None:
+            return
+        el = time.perf_counter() - self.t0
+        rate = (self.done - self.done0) / el if el > 0 else float("nan")
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        pct = 100.0 * self.done / max(self.total, 1)
+        width = 28
+        fill = int(width * self.done / max(self.total, 1))
+        line = (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
+                f"({pct:5.1f}%) {rate:,.1f} scen/s ETA {_fmt_s(left)}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if self.done >= self.total else ""))
+            self.stream.flush()
+        elif int(pct // 10) > self._last_pct or self.done >= self.total:
+            self._last_pct = int(pct // 10)
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+def _fmt_s(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s // 60:.0f}m{s % 60:02.0f}s"
+    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
+
+
+# ------------------------------------------------------------------------------------------
+# the chunk function
+
+
+def _metric_names(labels, levels, n_paths):
+    if n_paths == 0:
+        return (["pnl_usd", "pnl_coin", "cost"] + [f"pnl.{x}" for x in labels])
+    names = ["mean", "std", "worst", "best", "cost"]
+    for a in levels:
+        tag = _tag(a)
+        names += [f"var{tag}", f"var{tag}_se", f"es{tag}", f"es{tag}_se"]
+    names += [f"pnl.{x}" for x in labels] + [f"es_contrib.{x}" for x in labels]
+    return names
+
+
+def _tag(a: float) -> str:
+    return f"{100 * a:g}".replace(".", "")
+
+
+def scenario_metrics(engine: StressEngine, shock: Shock, key, *, n_paths: int, steps: int,
+                     levels=DEFAULT_LEVELS, contrib_level: float = 0.99, revalue="grid",
+                     grid=DEFAULT_GRID):
+    """The metric vector of one scenario (pure; see ``_metric_names`` for the order)."""
+    if n_paths == 0:
+        r = engine.instant(shock)
+        return jnp.concatenate([jnp.stack([jnp.sum(r.pnl_usd), jnp.sum(r.pnl_coin),
+                                           jnp.sum(r.cost)]), r.pnl_usd])
+    p = engine.path_pnl(shock, key, n_paths, steps, revalue=revalue, grid=grid)
+    total = jnp.sum(p.pnl_usd, axis=-1)
+    est = risk.var_es_core(total, levels)
+    contrib, _ = risk.es_contributions_core(p.pnl_usd, contrib_level)
+    parts = [jnp.stack([est.mean, est.std, jnp.min(total), jnp.max(total), jnp.sum(p.cost)])]
+    per_level = jnp.stack([est.var, est.var_stderr, est.es, est.es_stderr], axis=-1)
+    parts += [per_level.reshape(-1), jnp.mean(p.pnl_usd, axis=0), contrib]
+    return jnp.concatenate(parts)
+
+
+def make_chunk_fn(engine: StressEngine, *, n_paths: int, steps: int, crn: bool,
+                  levels=DEFAULT_LEVELS, contrib_level: float = 0.99, revalue="grid",
+                  grid=DEFAULT_GRID) -> Callable:
+    """``chunk(shocks, indices, key) -> [n_chunk, n_metrics]``, jitted and vmapped."""
+
+    def one(shock, index, key):
+        k = key if crn else jax.random.fold_in(key, index)
+        return scenario_metrics(engine, shock, k, n_paths=n_paths, steps=steps,
+                                levels=levels, contrib_level=contrib_level, revalue=revalue,
+                                grid=grid)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+
+def bytes_per_scenario(engine: StressEngine, n_paths: int, grid=DEFAULT_GRID) -> int:
+    """Rough peak bytes of one scenario inside a chunk (paths x positions arrays)."""
+    n_pos = engine.n_positions
+    if n_paths == 0:
+        return 64 * n_pos * 8 + 4096
+    grid_b = grid[0] * grid[1] * n_pos * 8 * 4
+    return int(8 * n_paths * (8 * n_pos + 16) + grid_b + 4096)
+
+
+def plan_chunk(engine: StressEngine, n_paths: int, memory_budget: int, n_total: int,
+               grid=DEFAULT_GRID) -> int:
+    per = bytes_per_scenario(engine, n_paths, grid)
+    return int(max(1, min(n_total, memory_budget // per, 4096)))
+
+
+# ------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class SweepResult:
+    """What ``sweep`` returns: the results table (one row per scenario, indexed by
+    ``index``), the output folder and run facts."""
+
+    table: pd.DataFrame
+    out: Path | None
+    manifest: dict
+    wall_time: float
+    resumed_scenarios: int
+    computed_scenarios: int
+
+
+def _manifest(engine, design, *, n_paths, steps, crn, levels, contrib_level, chunk, revalue,
+              grid, key_data, metrics):
+    return {
+        "format": 1,
+        "design": design.describe(),
+        "design_fingerprint": design.fingerprint(),
+        "book": {"name": engine.book.name, "currency": engine.book.currency,
+                 "positions": list(engine.labels)},
+        "model": {"type": type(engine.model).__name__,
+                  **{k: float(v) for k, v in engine.model._asdict().items()}},
+        "market": {k: float(v) for k, v in engine.market._asdict().items()},
+        "n_paths": n_paths, "steps": steps, "crn": crn, "levels": list(levels),
+        "contrib_level": contrib_level, "chunk": chunk, "revalue": revalue,
+        "grid": list(grid), "key": key_data, "metrics": metrics, "n_scenarios": len(design),
+        "n_terms": engine.n_terms, "dtype": str(engine.dtype),
+    }
+
+
+def _same_sweep(a: dict, b: dict) -> list[str]:
+    keys = ("design_fingerprint", "book", "model", "market", "n_paths", "steps", "crn",
+            "levels", "contrib_level", "chunk", "revalue", "grid", "key", "metrics",
+            "n_scenarios", "dtype")
+    return [k for k in keys if a.get(k) != b.get(k)]
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _done_parts(parts_dir: Path, chunk: int, n: int) -> dict[int, Path]:
+    done = {}
+    if not parts_dir.is_dir():
+        return done
+    for p in parts_dir.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)  # a write interrupted by a kill
+            continue
+        m = _PART.match(p.name)
+        if m:
+            first, last = int(m.group(1)), int(m.group(2))
+            if first % chunk == 0 and last == min(first + chunk, n) - 1:
+                done[first] = p
+    return done
+
+
+def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: int = 10_000,
+          steps: int | None = None, crn: bool = True, levels=DEFAULT_LEVELS,
+          contrib_level: float = 0.99, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+          chunk: int | None = None, revalue: str = "grid", grid=DEFAULT_GRID,
+          progress=sys.stderr, start: int = 0, stop: int | None = None) -> SweepResult:
+    """Run a sweep (see the module docstring).
+
+    Args:
+      engine: a ``StressEngine`` (book, base model and market).
+      design: a ``SweepDesign``.
+      key: the sweep's PRNG key (recorded in the manifest).
+      out: output folder (created); ``None`` keeps the results in memory only.
+      n_paths: horizon paths per scenario; 0 for instantaneous revaluation only.
+      steps: time steps over each horizon (default: daily over the longest horizon).
+      crn: common random numbers across scenarios.
+      levels, contrib_level: VaR/ES levels and the ES level of the per-position contributions.
+      memory_budget, chunk: scenarios per jitted call (``chunk`` overrides the budget).
+      revalue, grid: horizon revaluation method (``StressEngine.path_pnl``).
+      progress: a stream for the progress bar, or ``None``.
+      start, stop: run only scenarios ``start .. stop - 1`` (in memory; ``out`` must be None).
+
+    Returns:
+      ``SweepResult``.
+    """
+    t0 = time.perf_counter()
+    n = len(design)
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 0 \
+            or n_paths == 1:
+        raise ValueError(f"n_paths must be 0 (instantaneous) or an integer >= 2; got "
+                         f"{n_paths!r}")
+    all_shocks = design.shocks(0, n)
+    check_shock(all_shocks, engine.model, where="sweep design")
+    engine.check(all_shocks, where="sweep design", paths=n_paths > 0)
+    horizons = np.asarray(all_shocks.horizon, np.float64)
+    if n_paths > 0:
+        if not np.all(horizons > 0):
+            i = int(np.flatnonzero(~(horizons > 0))[0])
+            raise ValueError(f"sweep design: scenario {i} has horizon 0; path sweeps need a "
+                             "horizon > 0 in every scenario (n_paths=0 for instantaneous "
+                             "sweeps)")
+        if steps is None:
+            steps = max(1, math.ceil(float(horizons.max()) * 365.0 - 1e-9))
+    else:
+        steps = 0
+    levels = tuple(float(a) for a in levels)
+    if n_paths > 0:
+        risk._check_static_n(n_paths, levels + (float(contrib_level),), risk.MIN_TAIL,
+                             "paths per scenario")
+    metrics = _metric_names(engine.labels, levels, n_paths)
+    if chunk is None:
+        chunk = plan_chunk(engine, n_paths, memory_budget, n, grid)
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1; got {chunk}")
+    key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    manifest = _manifest(engine, design, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
+                         contrib_level=contrib_level, chunk=chunk, revalue=revalue,
+                         grid=tuple(grid), key_data=key_data, metrics=metrics)
+    stop = n if stop is None else int(stop)
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"start/stop must satisfy 0 <= start < stop <= {n}; got "
+                         f"{start}, {stop}")
+    if out is not None and (start, stop) != (0, n):
+        raise ValueError("start/stop run a slice in memory; pass out=None")
+
+    out_dir = None if out is None else Path(out)
+    done: dict[int, Path] = {}
+    if out_dir is not None:
+        parts_dir = out_dir / "parts"
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        mpath = out_dir / "manifest.json"
+        if mpath.exists():
+            try:
+                old = json.loads(mpath.read_text())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{mpath}: unreadable manifest ({exc}); remove the folder "
+                                 "or choose another --out") from None
+            diff = _same_sweep(old, manifest)
+            if diff:
+                raise ValueError(f"{out_dir} holds a different sweep (differs in: "
+                                 f"{', '.join(diff)}); choose another output folder or "
+                                 "delete it")
+        else:
+            _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=2)))
+        done = _done_parts(parts_dir, chunk, n)
+
+    fn = make_chunk_fn(engine, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
+                       contrib_level=contrib_level, revalue=revalue, grid=tuple(grid))
+    dtype = engine.dtype
+    firsts = [f for f in range(0, n, chunk) if f + chunk > start and f < stop]
+    resumed = sum(min(f + chunk, n) - f for f in firsts if f in done)
+    bar = Progress(stop - start, progress, done=resumed) if progress is not None else None
+    frames = []
+    computed = 0
+    dims = design.table()
+    for first in firsts:
+        last = min(first + chunk, n)
+        if first in done:
+            frames.append(pd.read_parquet(done[first]))
+            continue
+        idx = np.arange(first, first + chunk)
+        valid = idx < n
+        idx_c = np.minimum(idx, n - 1)  # pad the last chunk with its last scenario
+        shocks = jax.tree_util.tree_map(lambda x, ii=idx_c: jnp.asarray(x[ii], dtype),
+                                        all_shocks)
+        vals = np.asarray(fn(shocks, jnp.asarray(idx_c, jnp.int32), key))[valid]
+        df = pd.DataFrame(vals, columns=metrics)
+        df.insert(0, "index", idx[valid])
+        for j, d in enumerate(design.dims):
+            df.insert(1 + j, d, dims[d].to_numpy()[idx[valid]])
+        bad = ~np.isfinite(vals).all(axis=1)
+        if bad.any():
+            i = int(idx[valid][np.flatnonzero(bad)[0]])
+            raise FloatingPointError(f"scenario {i} gave non-finite results "
+                                     f"({design.shocks(i, i + 1)}); nothing was written for "
+                                     f"its chunk")
+        if out_dir is not None:
+            target = out_dir / "parts" / f"part-{first:08d}-{last - 1:08d}.parquet"
+            _write_atomic(target, lambda p, d=df: d.to_parquet(p, index=False))
+        frames.append(df)
+        computed += last - first
+        if bar is not None:
+            bar.update(last - first)
+    table = pd.concat(frames, ignore_index=True).set_index("index").sort_index()
+    table = table.loc[start:stop - 1]
+    if out_dir is not None:
+        if len(table) != n or not np.array_equal(table.index.to_numpy(), np.arange(n)):
+            raise RuntimeError(f"{out_dir}: the parts do not cover every scenario exactly once")
+        _write_atomic(out_dir / "results.parquet",
+                      lambda p: table.reset_index().to_parquet(p, index=False))
+        table.reset_index().to_csv(out_dir / "results.csv", index=False)
+    wall = time.perf_counter() - t0
+    return SweepResult(table, out_dir, manifest, wall, resumed, computed)
+
+
+def load_sweep(out) -> SweepResult:
+    """A finished sweep's results and manifest from its folder."""
+    d = Path(out)
+    mpath, rpath = d / "manifest.json", d / "results.parquet"
+    for p in (mpath, rpath):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: is {d} a finished sweep folder?")
+    table = pd.read_parquet(rpath).set_index("index")
+    return SweepResult(table, d, json.loads(mpath.read_text()), float("nan"), 0, 0)
+
+
+__all__ = ["SweepDesign", "SweepResult", "sweep", "load_sweep", "scenario_metrics",
+           "make_chunk_fn", "plan_chunk", "Progress", "DEFAULT_LEVELS"]
