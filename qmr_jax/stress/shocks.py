@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._validation import _concrete
 from ..models import Bates, Heston, Kou, Market, Merton
 
 SV_MODELS = (Heston, Bates)
@@ -145,15 +146,6 @@ def check_shock(shock: Shock, model=None, *, where: str = "shock") -> Shock:
                     raise ValueError(f"{where}: a {name} shock needs a stochastic-volatility "
                                      f"model (Heston, Bates); the model is {cls.__name__}")
     return shock
-
-
-def _concrete(x):
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
 
 
 def _check_values(where, name, value, rule, desc):
