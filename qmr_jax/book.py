@@ -665,6 +665,44 @@ class BookValuer:
         values = jnp.concatenate([jnp.asarray(p, dtype) for p in parts])
         return values[self._perm]
 
+    def batch(self, model, market: Market | None = None, elapsed=0.0):
+        """USD values ``B + [n_positions]`` on a batch of states in one evaluation.
+
+        The leaves of ``model`` and ``market`` carry leading batch axes that broadcast to a
+        common shape ``B`` (e.g. ``v0`` of shape ``[n_vol, 1]`` against ``spot`` of shape
+        ``[1, n_spot]`` for a vol x spot grid). The European options go through the pricer
+        once, grouped so that the characteristic function and the Lewis geometry are
+        evaluated once per distinct model and expiry and shared by every spot: a vol x spot
+        grid costs little more than its vol column. Each group's trapezoid period covers the
+        strikes seen from all of its spots, so values agree with ``__call__`` to the pricer's
+        tolerance, not bit for bit. Linear positions use their closed forms. Path-dependent
+        (Monte Carlo) positions are not supported here.
+        """
+        if self._mc:
+            names = ", ".join(repr(self.book.positions[i].label) for i, *_ in self._mc[:3])
+            raise ValueError(f"BookValuer.batch values European and linear positions; the "
+                             f"book has Monte Carlo position(s) {names}")
+        market = self.market if market is None else market
+        leaves = jax.tree_util.tree_leaves((model, market))
+        dtype = jnp.result_type(*leaves, float)
+        shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in leaves))
+        parts = []
+        if self.pricer is not None:
+            opt = np.broadcast_shapes(*(np.shape(x) for x in (
+                self.pricer.strikes, self.pricer.expiries, self.pricer.is_call)))
+            grow = lambda x: jnp.reshape(x, jnp.shape(x) + (1,) * len(opt))
+            prices = self.pricer(jax.tree_util.tree_map(grow, model),
+                                 jax.tree_util.tree_map(grow, market), elapsed)
+            prices = jnp.broadcast_to(prices, shape + opt).reshape(shape + (-1,))
+            parts.append(prices[..., self._eur_flat] * self._eur_qty)
+        if self._lin_qty.size:
+            t = jnp.where(self._lin_is_future, self._lin_t - elapsed, 0.0)
+            mk = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[..., None], market)
+            lin = self._lin_qty * (mk.forward(t) - self._lin_entry) * mk.discount(t)
+            parts.append(jnp.broadcast_to(lin, shape + (self._lin_qty.size,)))
+        values = jnp.concatenate([jnp.asarray(p, dtype) for p in parts], axis=-1)
+        return values[..., self._perm]
+
     # derivatives ------------------------------------------------------------------------
     def total(self, model, market: Market | None = None, elapsed=0.0):
         """The book's total USD value (a scalar)."""

@@ -425,3 +425,19 @@ def test_position_constructors_validate():
     with pytest.raises(ValueError, match="field 'type'"):
         parse_book({"book": {"name": "b", "currency": "BTC"},
                     "position": [{"quantity": 1}]})
+
+
+def test_batch_values_equal_pointwise_values(book, valuer):
+    # a vol x spot grid in one evaluation (shared characteristic functions) against
+    # the valuer called at each state
+    vols = np.array([0.4, 0.6, 0.9])
+    spots = MARKET.spot * np.array([0.7, 1.0, 1.4])
+    mb = MODEL._replace(v0=jnp.asarray(vols**2)[:, None])
+    got = np.asarray(valuer.batch(mb, MARKET._replace(spot=jnp.asarray(spots)[None, :]),
+                                  3 / 365))
+    assert got.shape == (3, 3, len(book))
+    for i, v in enumerate(vols):
+        for j, s in enumerate(spots):
+            ref = np.asarray(valuer(MODEL._replace(v0=v * v), MARKET._replace(spot=s),
+                                    3 / 365))
+            np.testing.assert_allclose(got[i, j], ref, rtol=1e-9, atol=1e-9 * s)

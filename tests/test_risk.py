@@ -341,3 +341,27 @@ def test_historical_var_es_on_real_btc_history():
     assert 5.0 < float(res.var[1]) < 15.0 and float(res.es[1]) > float(res.var[1])
     # the worst day in the window is 2020-03-12 (-39.5% on Binance)
     assert res.scenarios["pnl"].idxmin() == pd.Timestamp("2020-03-12", tz="UTC")
+
+
+def test_one_sort_core_equals_separate_estimators_and_weighted_path(rng):
+    # tail_risk_core sorts once; the equal-weight contribution SE sums the non-tail
+    # influence in closed form. Both must agree with the general (weighted) code path.
+    x = jnp.asarray(rng.standard_t(5, size=(3, 4000, 4)) * np.array([1.0, 2.0, 0.5, 3.0]))
+    est, c, se = jax.jit(lambda y: R.tail_risk_core(y, (0.95, 0.99), 0.99))(x)
+    ref = R.var_es_core(x.sum(-1), (0.95, 0.99))
+    for f in ("var", "es", "var_stderr", "es_stderr", "mean", "std"):
+        np.testing.assert_allclose(getattr(est, f), getattr(ref, f), rtol=1e-12, err_msg=f)
+    cw, sew = R.es_contributions_core(x, 0.99, weights=jnp.ones(x.shape[:-1]))
+    np.testing.assert_allclose(c, cw, rtol=1e-12)
+    np.testing.assert_allclose(se, sew, rtol=1e-10)
+    np.testing.assert_allclose(c.sum(-1), est.es[:, 1], rtol=1e-12)
+
+
+def test_sort_last_matches_numpy_under_vmap_and_grad(rng):
+    x = rng.normal(size=(5, 301))
+    x[2, 7] = np.nan
+    s, order = jax.jit(jax.vmap(R.sort_last))(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(s), np.sort(x, axis=-1))
+    np.testing.assert_array_equal(np.take_along_axis(x, np.asarray(order), -1), np.sort(x, -1))
+    g = jax.grad(lambda y: R.sort_last(y)[0][:10].sum())(jnp.asarray(x[0]))
+    assert float(g.sum()) == 10.0 and set(np.flatnonzero(g)) == set(np.argsort(x[0])[:10])

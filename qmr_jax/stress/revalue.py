@@ -260,20 +260,22 @@ class StressEngine:
         hx = span / (nx - 1)
         xs = x_lo + hx * jnp.arange(nx, dtype=x.dtype)
 
-        def at(sig, xv):
-            m = model_s._replace(v0=sig * sig) if self.sv else model_s
-            f = lambda xx: self.value_at(m, market_s._replace(spot=jnp.exp(xx)), h)
-            return jax.jvp(f, (xv,), (jnp.ones_like(xv),))
-
         if self.sv:
             sig = jnp.sqrt(jnp.maximum(var, 0.0))
             s_lo, s_hi = jnp.min(sig), jnp.max(sig)
             hs = jnp.maximum(s_hi - s_lo, 1e-8) / (ns - 1)
             ss = s_lo + hs * jnp.arange(ns, dtype=x.dtype)
+            model_b = model_s._replace(v0=(ss * ss)[:, None])
         else:
             ns, sig, s_lo, hs = 1, None, 0.0, 1.0
-            ss = jnp.zeros((1,), x.dtype)
-        vals, slopes = jax.vmap(lambda sv: jax.vmap(lambda xv: at(sv, xv))(xs))(ss)
+            model_b = model_s
+
+        def at(xv):  # the whole vol x spot grid in one batched valuation: [ns, nx, n_pos]
+            return self.valuer.batch(model_b, market_s._replace(spot=jnp.exp(xv)[None, :]), h)
+
+        vals, slopes = jax.jvp(at, (xs,), (jnp.ones_like(xs),))
+        live = self.expiry > h  # settled positions are replaced by their exact payoff later
+        vals, slopes = jnp.where(live, vals, 0.0), jnp.where(live, slopes, 0.0)
         # vals, slopes: [ns, nx, n_pos]
         u = (x - x_lo) / hx
         ix = jnp.clip(jnp.floor(u), 0, nx - 2).astype(jnp.int32)

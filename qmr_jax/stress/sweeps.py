@@ -245,12 +245,14 @@ def scenario_metrics(engine: StressEngine, shock: Shock, key, *, n_paths: int, s
         return jnp.concatenate([jnp.stack([jnp.sum(r.pnl_usd), jnp.sum(r.pnl_coin),
                                            jnp.sum(r.cost)]), r.pnl_usd])
     p = engine.path_pnl(shock, key, n_paths, steps, revalue=revalue, grid=grid)
-    total = jnp.sum(p.pnl_usd, axis=-1)
-    est = risk.var_es_core(total, levels)
-    contrib, _ = risk.es_contributions_core(p.pnl_usd, contrib_level)
+    # materialise the P&L once: XLA would otherwise fuse (and so repeat) the interpolation
+    # into each of its consumers below, tripling the cost of a scenario
+    pnl = jax.lax.optimization_barrier(p.pnl_usd)
+    total = jnp.sum(pnl, axis=-1)
+    est, contrib, _ = risk.tail_risk_core(pnl, levels, contrib_level)
     parts = [jnp.stack([est.mean, est.std, jnp.min(total), jnp.max(total), jnp.sum(p.cost)])]
     per_level = jnp.stack([est.var, est.var_stderr, est.es, est.es_stderr], axis=-1)
-    parts += [per_level.reshape(-1), jnp.mean(p.pnl_usd, axis=0), contrib]
+    parts += [per_level.reshape(-1), jnp.mean(pnl, axis=0), contrib]
     return jnp.concatenate(parts)
 
 
