@@ -588,7 +588,6 @@ def tail_risk_core(position_pnl, levels=DEFAULT_LEVELS, contrib_level: float = 0
     instead of twice (the sort dominates both on CPU). Pure; for sweeps over many scenarios.
     """
     x = _float(position_pnl)
-    n = x.shape[-2]
     total = jnp.sum(x, axis=-1)
     ts, order = sort_last(total)
     est = var_es_core(ts, levels, min_tail=min_tail, presorted=True)
