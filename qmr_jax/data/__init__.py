@@ -1,5 +1,6 @@
-"""Market data: the option-chain table, the Deribit loader and its cleaning rules, and a
-synthetic Deribit-like market priced by a known model."""
+"""Market data: the option-chain table, the Deribit loader and its cleaning rules, a
+synthetic Deribit-like market priced by a known model, and the spot history (with named
+stress episodes) behind historical replays."""
 
 from .deribit import (
     CHAIN_COLUMNS,
@@ -15,6 +16,15 @@ from .deribit import (
     normalise_deribit,
     read_deribit_raw,
 )
+from .spot import (
+    EPISODES,
+    episode,
+    episode_path,
+    load_dvol,
+    load_spot_history,
+    log_returns,
+    realized_vol,
+)
 from .synthetic import (
     default_half_spread_iv,
     deribit_expiries,
@@ -27,4 +37,6 @@ __all__ = [
     "default_data_dir", "drop_reasons", "format_cleaning_summary", "list_snapshots",
     "load_deribit", "normalise_deribit", "read_deribit_raw",
     "synthetic_chain", "deribit_expiries", "deribit_strikes", "default_half_spread_iv",
+    "load_spot_history", "load_dvol", "log_returns", "episode_path", "realized_vol",
+    "episode", "EPISODES",
 ]

@@ -49,7 +49,7 @@ from .shocks import SV_MODELS, Shock, check_shock, shock_market, shock_model
 DEFAULT_OPTION_HALF_SPREAD_VOL = 0.005  # half a vol point each side of mid
 DEFAULT_MIN_OPTION_HALF_SPREAD = 0.00025  # coin: half of Deribit's 0.0005 BTC minimum tick
 DEFAULT_LINEAR_HALF_SPREAD_BPS = {"spot": 2.0, "perpetual": 0.5, "future": 1.0}
-DEFAULT_GRID = (33, 9)  # log-spot nodes, vol nodes
+DEFAULT_GRID = (25, 7)  # log-spot nodes, vol nodes
 MIN_TERMS = 128
 
 

@@ -276,8 +276,14 @@ def parse_scenario(data: Mapping[str, Any], *, source: str = "<scenario>",
 
 def _parse_historical(t: Mapping, source: str) -> dict:
     out: dict[str, Any] = {}
+    from ..data.spot import CURRENCIES, EPISODES, PROVIDERS
+
     if "episode" in t:
         out["episode"] = _string(t["episode"], f"{source}: historical.episode")
+        if out["episode"] not in EPISODES:
+            raise ScenarioError(f"{source}: historical.episode {out['episode']!r} is not a "
+                                f"known episode; known: {', '.join(sorted(EPISODES))} (or "
+                                "give start and end dates)")
     for k in ("start", "end"):
         if k in t:
             v = t[k]
@@ -297,8 +303,18 @@ def _parse_historical(t: Mapping, source: str) -> dict:
                             f"{out['start']}")
     if "currency" in t:
         out["currency"] = _string(t["currency"], f"{source}: historical.currency").upper()
+        if out["currency"] not in CURRENCIES:
+            raise ScenarioError(f"{source}: historical.currency must be one of "
+                                f"{', '.join(CURRENCIES)}; got {out['currency']!r}")
     if "source" in t:
         out["source"] = _string(t["source"], f"{source}: historical.source")
+        prov = PROVIDERS.get(out["source"])
+        if prov is None:
+            raise ScenarioError(f"{source}: historical.source must be one of "
+                                f"{', '.join(PROVIDERS)}; got {out['source']!r}")
+        if "currency" in out and out["currency"] not in prov.symbols:
+            raise ScenarioError(f"{source}: historical.source {out['source']!r} has no "
+                                f"{out['currency']} history (it has {', '.join(prov.symbols)})")
     vol = t.get("vol", "realized")
     if isinstance(vol, str):
         if vol != "realized":

@@ -271,18 +271,62 @@ def make_chunk_fn(engine: StressEngine, *, n_paths: int, steps: int, crn: bool,
 
 
 def bytes_per_scenario(engine: StressEngine, n_paths: int, grid=DEFAULT_GRID) -> int:
-    """Rough peak bytes of one scenario inside a chunk (paths x positions arrays)."""
+    """A first estimate of the working memory of one scenario inside a chunk (bytes).
+
+    Per path: about a dozen ``[n_paths, n_positions]`` float64 arrays (interpolation weights
+    and values, P&L) plus the path state. Per grid: the batched Fourier valuation of the
+    options at every vol x spot node with its tangent. ``sweep`` replaces this estimate by
+    XLA's own count for the compiled chunk (``chunk_memory``) when it can.
+    """
     n_pos = engine.n_positions
     if n_paths == 0:
         return 64 * n_pos * 8 + 4096
-    grid_b = grid[0] * grid[1] * n_pos * 8 * 4
-    return int(8 * n_paths * (8 * n_pos + 16) + grid_b + 4096)
+    nx, ns = grid
+    ns = ns if engine.sv else 1
+    n_opt = 0 if engine.valuer.pricer is None else int(np.prod(np.broadcast_shapes(
+        *(np.shape(x) for x in (engine.valuer.pricer.strikes, engine.valuer.pricer.expiries,
+                                engine.valuer.pricer.is_call)))))
+    inner = math.isqrt(max(engine.n_terms or 1, 1)) + 1
+    grid_b = 12 * 8 * ns * nx * (n_opt + 1) * inner + 64 * 8 * nx * ns * n_pos
+    return int(8 * n_paths * (12 * n_pos + 24) + grid_b + 65536)
 
 
 def plan_chunk(engine: StressEngine, n_paths: int, memory_budget: int, n_total: int,
-               grid=DEFAULT_GRID) -> int:
-    per = bytes_per_scenario(engine, n_paths, grid)
-    return int(max(1, min(n_total, memory_budget // per, 4096)))
+               grid=DEFAULT_GRID, per_scenario: int | None = None) -> int:
+    """Scenarios per chunk: as many as ``memory_budget`` holds (at most 4096 and the total)."""
+    per = per_scenario if per_scenario else bytes_per_scenario(engine, n_paths, grid)
+    return int(max(1, min(n_total, memory_budget // max(per, 1), 4096)))
+
+
+def chunk_memory(compiled, chunk: int) -> int | None:
+    """Bytes per scenario of a compiled chunk function (temporaries, arguments and outputs,
+    from XLA's memory analysis), or None where the backend does not report it."""
+    try:
+        m = compiled.memory_analysis()
+        total = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+    except Exception:  # noqa: BLE001 - not every backend reports memory
+        return None
+    return int(math.ceil(total / chunk)) if total > 0 else None
+
+
+def compiled_chunk_fn(engine: StressEngine, shocks: Shock, key, *, chunk: int, n_paths: int,
+                      steps: int, crn: bool, levels=DEFAULT_LEVELS, contrib_level: float = 0.99,
+                      revalue="grid", grid=DEFAULT_GRID):
+    """The chunk function compiled for ``chunk`` scenarios shaped like ``shocks`` (one
+    scenario's worth of leaves), cached on the engine: repeated sweeps of the same shape
+    (resumes, slices, reruns) compile once. Returns ``(compiled, bytes per scenario)``."""
+    dtype = engine.dtype
+    example = jax.tree_util.tree_map(lambda x: jnp.zeros((chunk,), dtype), shocks)
+    treedef = jax.tree_util.tree_structure(example)
+    name = ("sweep", chunk, n_paths, steps, crn, tuple(levels), float(contrib_level), revalue,
+            tuple(grid), treedef, str(jax.random.key_data(key).dtype))
+    hit = engine._jit.get(name)
+    if hit is None:
+        fn = make_chunk_fn(engine, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
+                           contrib_level=contrib_level, revalue=revalue, grid=grid)
+        compiled = fn.lower(example, jnp.zeros((chunk,), jnp.int32), key).compile()
+        hit = engine._jit[name] = (compiled, chunk_memory(compiled, chunk))
+    return hit
 
 
 # ------------------------------------------------------------------------------------------
@@ -400,15 +444,26 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
         risk._check_static_n(n_paths, levels + (float(contrib_level),), risk.MIN_TAIL,
                              "paths per scenario")
     metrics = _metric_names(engine.labels, levels, n_paths)
+    compile_kw = dict(n_paths=n_paths, steps=steps, crn=crn, levels=levels,
+                      contrib_level=contrib_level, revalue=revalue, grid=tuple(grid))
+    one = design.shocks(0, 1)
     if chunk is None:
+        # a first size from the estimate, then XLA's count for the compiled program: shrink
+        # (and compile again) if the chunk would exceed the budget
         chunk = plan_chunk(engine, n_paths, memory_budget, n, grid)
+        _, per = compiled_chunk_fn(engine, one, key, chunk=chunk, **compile_kw)
+        if per is not None and per * chunk > memory_budget and chunk > 1:
+            chunk = plan_chunk(engine, n_paths, memory_budget, n, grid, per_scenario=per)
     chunk = int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
+    fn, per_scenario = compiled_chunk_fn(engine, one, key, chunk=chunk, **compile_kw)
     key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
     manifest = _manifest(engine, design, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
                          contrib_level=contrib_level, chunk=chunk, revalue=revalue,
                          grid=tuple(grid), key_data=key_data, metrics=metrics)
+    manifest["memory"] = {"budget_bytes": int(memory_budget),
+                          "bytes_per_scenario": per_scenario}  # informative, not compared
     stop = n if stop is None else int(stop)
     if not 0 <= start < stop <= n:
         raise ValueError(f"start/stop must satisfy 0 <= start < stop <= {n}; got "
@@ -437,8 +492,6 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
             _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=2)))
         done = _done_parts(parts_dir, chunk, n)
 
-    fn = make_chunk_fn(engine, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
-                       contrib_level=contrib_level, revalue=revalue, grid=tuple(grid))
     dtype = engine.dtype
     firsts = [f for f in range(0, n, chunk) if f + chunk > start and f < stop]
     resumed = sum(min(f + chunk, n) - f for f in firsts if f in done)
