@@ -16,7 +16,7 @@ USD options over five expiries, a perpetual, two futures, spot):
    Bates, 10,000 paths each, 10 steps, results streamed to Parquet, in a fresh process: wall
    time (compilation included) against the 5-minute goal, throughput in scenarios x paths x
    steps per second, peak RSS.
-3. **Scaling**: the same kind of sweep (Heston, 1-day horizon, 1,000 paths, one step) over
+3. **Scaling**: a lighter sweep (Merton, 1-day horizon, 1,000 paths, one step) over
    100, 1,000, 10,000 and 100,000 random scenarios, each in a fresh process with a 256 MiB
    chunk budget: time per scenario (goal: constant, i.e. linear total time) and peak RSS
    (goal: flat, under the budget above the idle process). With 1,000 paths the levels are
@@ -40,6 +40,7 @@ SPOT, RATE, DIV = 60_000.0, 0.04, 0.0
 HESTON = dict(v0=0.36, kappa=2.0, theta=0.36, xi=1.0, rho=-0.25)
 BATES = dict(v0=0.30, kappa=2.0, theta=0.30, xi=0.9, rho=-0.20, lam=3.0, mu_j=-0.04,
              sigma_j=0.14)
+MERTON = dict(sigma=0.52, lam=4.0, mu_j=-0.04, sigma_j=0.12)
 GOAL_S = 300.0
 
 FULL = dict(paths=10_000, steps=7, chunk=16, numpy_scenarios=4,
@@ -82,9 +83,9 @@ import qmr_jax as qmr
 from qmr_jax.book import load_book
 from qmr_jax.stress import Shock, StressEngine, SweepDesign, sweep
 book = load_book({book!r})
-engine = StressEngine(book, qmr.Heston(**{heston!r}), qmr.Market({spot}, {rate}, {div}))
+engine = StressEngine(book, qmr.Merton(**{merton!r}), qmr.Market({spot}, {rate}, {div}))
 design = SweepDesign.random({n}, {{"spot": (-0.4, 0.3), "vol": (-0.15, 0.4),
-                                   "scale.xi": (0.5, 3.0)}}, seed=1,
+                                   "scale.lam": (0.5, 5.0)}}, seed=1,
                             base=Shock(horizon=1 / 365))
 kw = dict(key=jax.random.key(0), n_paths={paths}, steps=1, memory_budget={budget},
           levels=(0.95, 0.99), progress=None)
@@ -213,7 +214,7 @@ def part_scaling(sizes, paths, budget, log):
     rows = []
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            code = SCALE_CHILD.format(book=str(BOOK), heston=HESTON, spot=SPOT, rate=RATE,
+            code = SCALE_CHILD.format(book=str(BOOK), merton=MERTON, spot=SPOT, rate=RATE,
                                       div=DIV, n=n, paths=paths, out=str(Path(tmp) / "s"),
                                       budget=budget)
             r = _util.run_child(code)
@@ -302,7 +303,7 @@ def markdown(res) -> str:
         idle = res["idle"]["peak_rss_bytes"]
         lines += [
             "## Scaling with the number of scenarios", "",
-            f"Heston, 1-day horizon, one step, {sc['rows'][0]['n_paths']:,} paths per scenario, "
+            f"Merton, 1-day horizon, one step, {sc['rows'][0]['n_paths']:,} paths per scenario, "
             f"{sc['memory_budget'] / 2**20:.0f} MiB chunk budget; each size in a fresh process "
             f"(idle process with JAX imported: {_util.gib(idle):.2f} GiB).", "",
             _util.md_table(

@@ -25,13 +25,30 @@
    ``scenarios/books/btc_example.toml`` under the Heston parameters to
    ``sensitivities/report.html`` (Greeks per position, a tornado of the inputs, P&L ladders),
    linked from ``report.html``; skipped with a message when the scenarios folder is absent
-   (an installation without the project's files).
+   (an installation without the project's files);
+8. stresses the sample book ``scenarios/books/btc_stress.toml`` over the shipped scenario
+   library (``scenarios/library``, ``qmr_jax.stress.stress``) under the calibrated Bates
+   model (full demo) or Heston (quick demo; the demo's hand-set Heston parameters if the
+   calibration gave neither) and the
+   calibration chain's market: the spot index of the real snapshot (the futures basis fitted
+   to its forwards, USD rate ``BTC_MARKET.rate``), else ``BTC_MARKET``. The book's strikes and
+   entry prices are written for a 60,000 USD spot (``STRESS_BOOK_SPOT``) and are scaled by
+   ``spot / 60,000`` to the market's spot. Historical replays read the shared spot history
+   and record an error in their ``status`` when it is absent; scenarios that shock jump
+   parameters (``scale.lam``) are listed as not applicable (``n/a``) under Heston. Writes
+   ``stress/stress.html`` (``qmr_jax.report.stress.stress_report``);
+9. runs a 7-day scenario sweep of the same book over a grid of spot, vol and vol-of-variance
+   shocks (``qmr_jax.stress.sweep``, common random numbers; ``out/sweep`` is replaced on
+   every run) and writes ``sweep/report.html`` (``sweep_report``: heatmaps, worst scenarios,
+   ES contributions);
+10. links every sub-report from ``report.html``.
 
 Everything is deterministic given ``seed``: Monte Carlo model ``i`` uses
 ``jax.random.fold_in(jax.random.key(seed), i)``; the book's path-dependent positions use
 ``jax.random.key(seed)`` (position ``i``: ``fold_in(key, i)``). Needs float64
 (``jax_enable_x64``), which the command line enables; the library never changes that setting
-itself.
+itself. The stress scenarios draw their paths from ``jax.random.key(seed)`` (scenario ``s``:
+``fold_in(key, crc32(s.name))``), the sweep from ``jax.random.key(seed)`` as well.
 """
 
 from __future__ import annotations
@@ -39,6 +56,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -108,7 +126,9 @@ class DemoConfig:
       mc_steps_sv: time steps for Heston/Bates (QE scheme); the exact schemes of GBM,
         Merton and Kou need a single step for a European payoff.
       book_paths: Monte Carlo paths per path-dependent position of the example book.
-      quick: reduced sizes.
+      stress_paths: horizon paths of each path scenario of the stress library.
+      sweep_paths: horizon paths per scenario of the sweep.
+      quick: reduced sizes (and the smaller sweep grid ``SWEEP_GRID_QUICK``).
     """
 
     seed: int = 0
@@ -116,21 +136,52 @@ class DemoConfig:
     mc_paths: int = 100_000
     mc_steps_sv: int = 45
     book_paths: int = 10_000
+    stress_paths: int = 10_000
+    sweep_paths: int = 10_000
     quick: bool = False
 
     @classmethod
     def quick_config(cls, seed: int = 0) -> DemoConfig:
         return cls(seed=seed, n_strikes=11, mc_paths=20_000, mc_steps_sv=15, book_paths=2_000,
-                   quick=True)
+                   stress_paths=2_000, sweep_paths=2_000, quick=True)
 
 
 SENSITIVITY_MODEL = "Heston"
 """The demo model the example book is valued under."""
 
 
+STRESS_MODELS = ("Bates", "Heston")
+"""The calibrated models the sample book is stressed under, in order of preference: Bates
+(calibrated in the full demo) lets the jump scenarios of the library apply; the quick demo
+calibrates Heston only, under which they are listed as not applicable."""
+STRESS_MODEL = STRESS_MODELS[-1]
+"""The fallback (demo parameters) when no calibrated model is usable."""
+STRESS_BOOK_SPOT = 60_000.0
+"""The spot the sample stress book's strikes and entry prices are written for (USD)."""
+SWEEP_HORIZON_DAYS = 7
+SWEEP_GRID = {
+    "spot": (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2),
+    "vol": (-0.1, 0.0, 0.1, 0.2, 0.3),
+    "scale.xi": (1.0, 2.0),
+}
+"""The sweep's grid (60 scenarios): relative spot moves, additive vol shifts (vol points /
+100) and multipliers of the vol of variance."""
+SWEEP_GRID_QUICK = {
+    "spot": (-0.3, -0.1, 0.0, 0.2),
+    "vol": (-0.1, 0.1, 0.3),
+    "scale.xi": (1.0, 2.0),
+}
+"""The quick sweep's grid (24 scenarios)."""
+
+
 def example_book_path() -> Path:
     """``scenarios/books/btc_example.toml`` of the project."""
     return Path(__file__).resolve().parents[1] / "scenarios" / "books" / "btc_example.toml"
+
+
+def stress_book_path() -> Path:
+    """``scenarios/books/btc_stress.toml`` of the project (the stress and sweep book)."""
+    return Path(__file__).resolve().parents[1] / "scenarios" / "books" / "btc_stress.toml"
 
 
 def default_data_dir() -> Path:
@@ -213,12 +264,14 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the demo and write ``report.html``, ``smiles.png``, ``prices.csv``,
-    ``summary.json`` to ``out_dir`` (created if needed).
+    ``summary.json`` and the sub-reports (``calibration/``, ``sensitivities/``, ``stress/``,
+    ``sweep/``) to ``out_dir`` (created if needed; ``out_dir/sweep`` is replaced).
 
     Args:
       out_dir: output folder.
       seed: Monte Carlo seed.
-      quick: reduced sizes (11 strikes per expiry, 20,000 paths, 15 QE steps).
+      quick: reduced sizes (11 strikes per expiry, 20,000 paths, 15 QE steps; 2,000 paths
+        per stress scenario and sweep scenario, a 24-scenario sweep).
       log: receives one progress line per stage.
 
     Returns:
@@ -242,9 +295,10 @@ def run_demo(
     data_present = data_dir.is_dir()
     log(f"qmr demo: BTC-like market, spot {spot:,.0f} USD, seed {seed}"
         f"{' (quick)' if quick else ''}")
-    log(f"market data folder {data_dir}: {'found' if data_present else 'not found'}"
-        " (used by the calibration step)" if data_present else " (the calibration step uses a"
-        " synthetic chain)")
+    log(f"market data folder {data_dir}: " + (
+        "found (used by the calibration step and the historical replays)" if data_present
+        else "not found (the calibration step uses a synthetic chain; the historical replays "
+             "are skipped)"))
 
     expiries, strikes, is_call = smile_grid(market, cfg.n_strikes)
     t_grid = np.broadcast_to(expiries[:, None], strikes.shape)
@@ -346,14 +400,16 @@ def run_demo(
     fig_path = save_figure(fig, out / "smiles.png")
     log(f"wrote {fig_path}")
 
-    calib = _calibrations(out, cfg, data_present, log)
+    calib, fitted = _calibrations(out, cfg, data_present, log)
     sens = _book_sensitivities(out, market, cfg, log)
+    stress_summary, sweep_summary = _stress_and_sweep(out, cfg, fitted, data_dir, log)
 
     wall = time.perf_counter() - t_start
     files = ["prices.csv", "report.html", "smiles.png", "summary.json"]
     files.append("calibration")
     if sens is not None:
         files.append("sensitivities")
+    files += [d for d in ("stress", "sweep") if (out / d).is_dir()]
     summary = {
         "version": _version(),
         "seed": cfg.seed,
@@ -371,6 +427,8 @@ def run_demo(
         "versions": _versions(),
         "calibration": calib,
         "sensitivities": sens,
+        "stress": stress_summary,
+        "sweep": sweep_summary,
         "files": files,
         "wall_seconds": wall,
     }
@@ -387,8 +445,27 @@ CALIBRATED_MODELS = ("heston", "bates")
 SYNTHETIC_NOISE_IV = 0.003
 
 
-def _calibrations(out: Path, cfg: DemoConfig, data_present: bool, log) -> dict:
-    """Calibrate to the last real BTC snapshot (or a synthetic chain); one report per model."""
+def chain_market(chain: pd.DataFrame, rate: float = BTC_MARKET.rate) -> Market:
+    """The market of an option chain: its spot index, the USD ``rate`` and the funding rate
+    ``div = rate - basis``, with ``basis`` the least-squares slope through the origin of
+    ``log(forward / spot)`` against the expiry (one point per expiry)."""
+    spot = float(np.median(chain["spot"].to_numpy(np.float64)))
+    by_expiry = chain.groupby("expiry_years", sort=True)["forward"].median()
+    t = by_expiry.index.to_numpy(np.float64)
+    y = np.log(by_expiry.to_numpy(np.float64) / spot)
+    ok = np.isfinite(y) & (t > 0)
+    basis = float(np.sum(y[ok] * t[ok]) / np.sum(t[ok] ** 2)) if ok.any() else 0.0
+    return Market(spot=spot, rate=float(rate), div=float(rate) - basis)
+
+
+def _calibrations(out: Path, cfg: DemoConfig, data_present: bool, log) -> tuple[dict, dict]:
+    """Calibrate to the last real BTC snapshot (or a synthetic chain); one report per model.
+
+    Returns:
+      ``(summary, fitted)``: the ``summary.json`` entry, and ``{"models": {name: calibrated
+      model}, "market": Market of the chain, "source": text}`` for the later stages (a model
+      whose calibration raised is logged, listed under ``errors`` and left out).
+    """
     from .calibration import calibrate, initial_guess
     from .data import load_deribit
     from .data.synthetic import synthetic_chain
@@ -398,16 +475,24 @@ def _calibrations(out: Path, cfg: DemoConfig, data_present: bool, log) -> dict:
     if data_present:
         chain = load_deribit(currency="BTC", snapshot="last")
         source = f"Deribit BTC, last snapshot {chain['snapshot'].iloc[0]}"
+        market = chain_market(chain)
     else:
+        market = BTC_MARKET
         chain = synthetic_chain(BTC_MODELS["Heston"], noise_iv=SYNTHETIC_NOISE_IV,
                                 key=jax.random.key(cfg.seed))
         source = (f"synthetic BTC chain from the demo's Heston parameters, "
                   f"{100 * SYNTHETIC_NOISE_IV:.1f} vol pts noise, seed {cfg.seed}")
     log(f"calibration to {len(chain)} quotes: {source}")
     models = CALIBRATED_MODELS[:1] if cfg.quick else CALIBRATED_MODELS
-    fits = {}
+    fits, fitted, errors = {}, {}, {}
     for name in models:
-        fit = calibrate(initial_guess(name, chain), chain)
+        try:
+            fit = calibrate(initial_guess(name, chain), chain)
+        except (ValueError, RuntimeError, FloatingPointError) as exc:
+            log(f"  {name}: calibration failed: {exc}")
+            errors[name] = str(exc)
+            continue
+        fitted[fit.model] = fit.params
         calibration_report(fit, chain, out / "calibration" / name)
         log(f"  {fit.model}: RMSE {fit.rmse_iv:.3f} vol pts, "
             f"{100 * fit.inside_band:.0f}% inside bid/ask, {fit.iterations} iterations, "
@@ -420,8 +505,12 @@ def _calibrations(out: Path, cfg: DemoConfig, data_present: bool, log) -> dict:
         }
     truth = None if data_present else {f: float(v) for f, v in
                                        BTC_MODELS["Heston"]._asdict().items()}
-    return {"source": source, "n_quotes": len(chain), "fits": fits, "truth": truth,
-            "seconds": time.perf_counter() - t0}
+    summary = {"source": source, "n_quotes": len(chain), "fits": fits, "truth": truth,
+               "market": {k: float(v) for k, v in market._asdict().items()},
+               "seconds": time.perf_counter() - t0}
+    if errors:
+        summary["errors"] = errors
+    return summary, {"models": fitted, "market": market, "source": source}
 
 
 def _book_sensitivities(out: Path, market: Market, cfg: DemoConfig, log) -> dict | None:
@@ -456,6 +545,189 @@ def _book_sensitivities(out: Path, market: Market, cfg: DemoConfig, log) -> dict
                                          "first_order_up")},
         "seconds": time.perf_counter() - t0,
     }
+
+
+def rescale_book(book, factor: float):
+    """``book`` with every USD price level (strikes, barriers, entry prices of futures and
+    perpetuals) multiplied by ``factor``; quantities unchanged."""
+    from dataclasses import replace
+
+    def scaled(p):
+        return replace(p, **{f: getattr(p, f) * factor for f in ("strike", "barrier", "entry")
+                             if getattr(p, f) is not None})
+
+    return book.with_positions([scaled(p) for p in book.positions])
+
+
+def _stress_model(fitted: dict, log) -> tuple:
+    """``(model, market, label, calibrated)`` of the stress stage: the first calibrated model
+    of ``STRESS_MODELS`` and the chain's market, else the demo's ``STRESS_MODEL`` parameters
+    and ``BTC_MARKET``."""
+    market = (fitted or {}).get("market") or BTC_MARKET
+    model = None
+    for name in STRESS_MODELS:
+        model = (fitted or {}).get("models", {}).get(name)
+        if model is None:
+            continue
+        try:
+            model.validate()
+            market.validate()
+            return model, market, f"{name} calibrated to {fitted['source']}", True
+        except ValueError as exc:
+            log(f"  the calibrated {name} model is not usable ({exc})")
+            model = None
+    log(f"  no calibrated {' or '.join(STRESS_MODELS)} model: falling back to the demo's "
+        f"hand-set {STRESS_MODEL} parameters and the BTC-like market")
+    return (BTC_MODELS[STRESS_MODEL], BTC_MARKET,
+            f"{STRESS_MODEL} (demo parameters; calibration unavailable)", False)
+
+
+def _short(text: str, n: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
+                      log) -> tuple[dict | None, dict | None]:
+    """Stress the sample book over the scenario library and run a sweep under the calibrated
+    model: ``out/stress`` and ``out/sweep``; the ``summary.json`` entries (``None`` when the
+    book or the library is absent)."""
+    from .book import load_book
+    from .report.stress import dim_tick, stress_report, stress_table, sweep_report
+    from .stress import Shock, StressEngine, SweepDesign, sweep
+    from .stress.risk import MIN_TAIL
+    from .stress.run import stress
+    from .stress.scenarios import default_scenario_dir, load_scenarios
+    from .stress.sweeps import DEFAULT_LEVELS
+
+    book_path, lib = stress_book_path(), default_scenario_dir()
+    if not book_path.is_file() or not lib.is_dir():
+        log(f"stress book {book_path} or scenario library {lib} not found: stress testing "
+            "and sweep skipped")
+        return None, None
+    t0 = time.perf_counter()
+    model, market, model_label, calibrated = _stress_model(fitted, log)
+    spot = float(market.spot)
+    factor = spot / STRESS_BOOK_SPOT
+    try:
+        book = load_book(book_path)
+        if factor != 1.0:
+            book = rescale_book(book, factor)
+        scenarios = load_scenarios(lib)
+    except ValueError as exc:
+        log(f"stress testing skipped: {exc}")
+        return {"error": str(exc), "book_file": str(book_path)}, None
+    key = jax.random.key(cfg.seed)
+    base = {
+        "book": book.name, "book_file": str(book_path), "n_positions": len(book),
+        "book_reference_spot": STRESS_BOOK_SPOT, "rescale_factor": factor,
+        "model": type(model).__name__, "model_source": model_label, "calibrated": calibrated,
+        "params": {f: float(v) for f, v in model._asdict().items()},
+        "market": {k: float(v) for k, v in market._asdict().items()}, "seed": cfg.seed,
+    }
+    log(f"stress testing {book.name!r} ({len(book)} positions; strikes and entry prices "
+        f"x {factor:.4f} for spot {spot:,.2f} USD) under {model_label}: "
+        f"{len(scenarios)} library scenarios, {cfg.stress_paths:,} paths per path scenario")
+    try:
+        engine = StressEngine(book, model, market,
+                              key=jax.random.fold_in(key, 2**31 - 1) if book.has_mc else None)
+    except ValueError as exc:
+        log(f"stress testing skipped: {exc}")
+        return dict(base, error=str(exc)), None
+    log(f"  book valued: {float(np.sum(engine.base_values)):,.2f} USD "
+        f"({time.perf_counter() - t0:.1f} s incl. compilation)")
+
+    # named scenarios
+    t1 = time.perf_counter()
+    run = stress(book, model, market, scenarios, key=key, n_paths=cfg.stress_paths,
+                 engine=engine, data_dir=data_dir)
+    table = run.table
+    ok = table["status"] == "ok"
+    meta = dict(run.meta, seed=cfg.seed, model_source=model_label, book_file=str(book_path),
+                rescale_factor=factor, n_paths=cfg.stress_paths)
+    rows = table.reset_index().rename(columns={"scenario": "name"})
+    stress_report(rows, run.positions, out / "stress", meta=meta)
+    worst = table[ok].sort_values("pnl_usd", kind="mergesort").head(5)
+    cols = [c for c in ("kind", "horizon_days", "pnl_usd", "cost", "worst", "var99", "es99")
+            if c in table.columns]
+    log(f"  {int(ok.sum())}/{len(table)} scenarios revalued in {time.perf_counter() - t1:.1f} s "
+        "(incl. compilation); the worst:")
+    for line in stress_table(worst[cols]).splitlines():
+        log("    " + line)
+    failed = {name: str(st) for name, st in table.loc[~ok, "status"].items()}
+    replays = table.index[table["kind"] == "historical"]
+    missing = [n for n in replays if n in failed and "not found" in failed[n]]
+    if missing:
+        log(f"  {len(missing)} historical replay(s) skipped: no spot history under "
+            f"{data_dir}")
+    for name, st in failed.items():
+        if name not in missing:
+            log(f"  {name}: {_short(st)}")
+    log(f"wrote {out / 'stress' / 'stress.html'}")
+
+    def num(v):
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    stress_summary = dict(
+        base,
+        n_paths=cfg.stress_paths,
+        n_scenarios=len(table),
+        n_ok=int(ok.sum()),
+        n_failed=int((~ok).sum()),
+        failed=failed,
+        base_value_usd=float(np.sum(engine.base_values)),
+        worst=[{"scenario": str(n), "kind": str(r["kind"]), "pnl_usd": float(r["pnl_usd"]),
+                "es99": num(r.get("es99"))} for n, r in worst.head(3).iterrows()],
+        report="stress/stress.html",
+        seconds=time.perf_counter() - t0,
+    )
+
+    # sweep
+    t2 = time.perf_counter()
+    grid = SWEEP_GRID_QUICK if cfg.quick else SWEEP_GRID
+    design = SweepDesign.grid(base=Shock(horizon=SWEEP_HORIZON_DAYS / 365.0), **grid)
+    levels = tuple(a for a in DEFAULT_LEVELS  # the levels the path count supports
+                   if int(np.floor(cfg.sweep_paths * (1.0 - a) + 1e-9)) >= MIN_TAIL)
+    sweep_dir = out / "sweep"
+    shutil.rmtree(sweep_dir, ignore_errors=True)  # a sweep folder resumes: start afresh
+    log(f"sweep: {len(design)} scenarios ({' x '.join(str(len(v)) for v in grid.values())} "
+        f"grid over {', '.join(grid)}), {SWEEP_HORIZON_DAYS}-day horizon, "
+        f"{cfg.sweep_paths:,} paths each, common random numbers")
+    try:
+        res = sweep(engine, design, key=key, out=sweep_dir, n_paths=cfg.sweep_paths,
+                    levels=levels, progress=None)
+        sweep_report(res, sweep_dir)
+    except (ValueError, FloatingPointError, RuntimeError) as exc:
+        log(f"  sweep failed: {exc}")
+        return stress_summary, {"error": str(exc), "n_scenarios": len(design)}
+    st = res.table
+    w = st["es99"].astype(float).idxmax()
+    wr = st.loc[w]
+    log(f"  {len(st)} scenarios in {res.wall_time:.1f} s (incl. compilation; "
+        f"{res.manifest['chunk']} per chunk); worst ES99 {float(wr['es99']):,.0f} USD at "
+        + ", ".join(f"{d} {dim_tick(d, wr[d])}" for d in design.dims))
+    log(f"wrote {sweep_dir / 'report.html'}")
+    sweep_summary = {
+        "n_scenarios": len(st),
+        "n_paths": cfg.sweep_paths,
+        "steps": int(res.manifest["steps"]),
+        "horizon_days": SWEEP_HORIZON_DAYS,
+        "grid": {k: list(v) for k, v in grid.items()},
+        "levels": list(levels),
+        "chunk": int(res.manifest["chunk"]),
+        "seed": cfg.seed,
+        "model": type(model).__name__,
+        "model_source": model_label,
+        "wall_seconds": res.wall_time,
+        "worst": {"index": int(w), **{d: float(wr[d]) for d in design.dims},
+                  "es99": float(wr["es99"]), "var99": float(wr["var99"]),
+                  "mean": float(wr["mean"])},
+        "worst_mean": {"index": int(st["mean"].astype(float).idxmin()),
+                       "mean": float(st["mean"].min())},
+        "report": "sweep/report.html",
+        "seconds": time.perf_counter() - t2,
+    }
+    return stress_summary, sweep_summary
 
 
 def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
@@ -495,6 +767,9 @@ def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
                       "parameters): " + ", ".join(
                           f'<a href="{escape(f["report"])}">{escape(m)}</a>'
                           for m, f in cal["fits"].items()) + ".</p>")
+        if cal.get("errors"):
+            page.add_paragraph("Calibration failed for: " + "; ".join(
+                f"{m}: {e}" for m, e in cal["errors"].items()), note=True)
         if cal.get("truth"):
             page.add_paragraph("True parameters of the synthetic chain: " + ", ".join(
                 f"{k}={v:.4g}" for k, v in cal["truth"].items()), note=True)
@@ -583,6 +858,8 @@ def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
                                     f"{sens['largest']['first_order_up']:+,.2f} USD"),
         })
 
+    _stress_section(page, summary.get("stress"), summary.get("sweep"))
+
     page.add_heading("Versions")
     page.add_key_values(summary["versions"])
     page.add_paragraph(
@@ -594,5 +871,57 @@ def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
     return page.write(out / "report.html")
 
 
+def _stress_section(page: Page, st: dict | None, sw: dict | None) -> None:
+    """The "Stress testing" section of ``report.html``: links and headline figures."""
+    if not st and not sw:
+        return
+    page.add_heading("Stress testing")
+    if st and st.get("report"):
+        mkt = st["market"]
+        page.add_html(
+            f'<p><a href="{escape(st["report"])}">Stress report</a> of '
+            f'{escape(st["book"])} ({st["n_positions"]} positions) over the '
+            f'{st["n_scenarios"]} scenarios of the shipped library, under '
+            f'{escape(st["model_source"])}; spot {mkt["spot"]:,.2f} USD, rate '
+            f'{mkt["rate"]:.2%}, funding {mkt["div"]:.2%}. The book is written for a '
+            f'{st["book_reference_spot"]:,.0f} USD spot: its strikes and entry prices are '
+            f'scaled by {st["rescale_factor"]:.4f}. Path scenarios: '
+            f'{st["n_paths"]:,} paths, seed {st["seed"]}.</p>')
+        kv = {"book value": f"{st['base_value_usd']:,.2f} USD",
+              "scenarios": f"{st['n_ok']} revalued, {st['n_failed']} failed"}
+        for i, w in enumerate(st["worst"]):
+            kv[f"worst {i + 1}" if i else "worst scenario"] = (
+                f"{w['scenario']} ({w['kind']}): {w['pnl_usd']:+,.0f} USD")
+        page.add_key_values(kv)
+        if st.get("failed"):
+            page.add_html(html_table(
+                [{"scenario": k, "status": _short(v, 200)} for k, v in st["failed"].items()],
+                [Column("scenario"), Column("status", numeric=False)],
+                caption="Scenarios not revalued (historical replays need the shared spot "
+                        f"history; shocks of jump parameters need a model with jumps, not "
+                        f"{st['model']})"))
+    elif st and st.get("error"):
+        page.add_paragraph(f"Stress testing failed: {st['error']}", note=True)
+    if sw and sw.get("report"):
+        from .report.stress import dim_tick
+
+        w = sw["worst"]
+        dims = ", ".join(f"{d} {dim_tick(d, w[d])}" for d in sw["grid"])
+        page.add_html(
+            f'<p><a href="{escape(sw["report"])}">Sweep report</a>: {sw["n_scenarios"]} '
+            f'scenarios ({" x ".join(str(len(v)) for v in sw["grid"].values())} grid over '
+            f'{escape(", ".join(sw["grid"]))}), {sw["horizon_days"]}-day horizon, '
+            f'{sw["n_paths"]:,} paths each with common random numbers; heatmaps, the worst '
+            "scenarios and the ES contributions of the positions.</p>")
+        page.add_key_values({
+            "worst ES99": f"{w['es99']:,.0f} USD (scenario {w['index']}: {dims})",
+            "its VaR99 / mean P&L": f"{w['var99']:,.0f} / {w['mean']:+,.0f} USD",
+            "wall time": f"{sw['wall_seconds']:.1f} s (incl. compilation)",
+        })
+    elif sw and sw.get("error"):
+        page.add_paragraph(f"Sweep failed: {sw['error']}", note=True)
+
+
 __all__ = ["run_demo", "DemoConfig", "BTC_MARKET", "BTC_MODELS", "smile_grid",
-           "default_data_dir", "example_book_path"]
+           "default_data_dir", "example_book_path", "stress_book_path", "chain_market",
+           "rescale_book"]

@@ -56,6 +56,83 @@ def test_demo_writes_its_files(demo_out, summary):
     assert summary["wall_seconds"] > 0
 
 
+def test_demo_links_the_stress_and_sweep_reports(demo_out, summary):
+    for name in ("stress/stress.html", "stress/stress.csv", "stress/positions.csv",
+                 "sweep/report.html", "sweep/results.parquet", "sweep/manifest.json"):
+        assert (demo_out / name).stat().st_size > 0, name
+    assert summary["stress"]["report"] == "stress/stress.html"
+    assert summary["sweep"]["report"] == "sweep/report.html"
+    assert {"stress", "sweep"} <= set(summary["files"])
+    html = (demo_out / "report.html").read_text()
+    assert "Stress testing" in html
+    # every sub-report (an HTML page below the output folder) is linked from the main page
+    pages = sorted(p.relative_to(demo_out).as_posix() for p in demo_out.rglob("*.html"))
+    pages.remove("report.html")
+    assert {"stress/stress.html", "sweep/report.html", "sensitivities/report.html"} <= set(pages)
+    for page in pages:
+        assert f'href="{page}"' in html, page
+
+
+def test_demo_stress_covers_the_library(demo_out, summary):
+    from qmr_jax.stress import default_scenario_dir, load_scenarios
+
+    st = summary["stress"]
+    library = [s.name for s in load_scenarios(default_scenario_dir())]
+    assert st["n_scenarios"] == len(library)
+    assert st["n_ok"] + st["n_failed"] == st["n_scenarios"] and st["n_ok"] > 0
+    assert st["seed"] == 3 and st["n_positions"] == 20
+    table = pd.read_csv(demo_out / "stress" / "stress.csv")
+    assert sorted(table["name"]) == sorted(library)
+    assert (table["status"] == "ok").sum() == st["n_ok"]
+    assert sorted(st["failed"]) == sorted(table.loc[table["status"] != "ok", "name"])
+    # the worst scenarios, worst first; the first is the minimum P&L of the CSV
+    worst = [w["pnl_usd"] for w in st["worst"]]
+    assert len(worst) == 3 and worst == sorted(worst)
+    assert worst[0] == pytest.approx(table["pnl_usd"].min(), rel=1e-12)
+    assert st["worst"][0]["scenario"] == table.loc[table["pnl_usd"].idxmin(), "name"]
+    # stressed under the calibrated Heston model, on the calibration chain's market
+    assert st["calibrated"] is True and st["model"] == "Heston"
+    assert st["params"] == summary["calibration"]["fits"]["Heston"]["params"]
+    assert st["market"] == summary["calibration"]["market"]
+    assert st["rescale_factor"] == pytest.approx(st["market"]["spot"] / 60000.0, rel=1e-12)
+
+
+def test_demo_rescales_the_stress_book():
+    from qmr_jax.book import load_book
+    from qmr_jax.demo import rescale_book, stress_book_path
+
+    book = load_book(stress_book_path())
+    scaled = rescale_book(book, 1.25)
+    assert len(scaled) == len(book) and scaled.labels == book.labels
+    for a, b in zip(book.positions, scaled.positions, strict=True):
+        assert b.quantity == a.quantity and b.expiry == a.expiry and b.type == a.type
+        for f in ("strike", "entry"):
+            va, vb = getattr(a, f), getattr(b, f)
+            assert (vb is None) if va is None else vb == pytest.approx(1.25 * va), (a.label, f)
+    assert any(p.entry is not None for p in scaled.positions)
+
+
+def test_demo_sweep_results(demo_out, summary):
+    sw = summary["sweep"]
+    res = pd.read_parquet(demo_out / "sweep" / "results.parquet")
+    size = math.prod(len(v) for v in sw["grid"].values())
+    assert sw["n_scenarios"] == size == len(res)
+    assert sorted(res["index"]) == list(range(size))
+    assert res["index"].is_unique
+    for dim, values in sw["grid"].items():
+        assert sorted(res[dim].unique()) == sorted(values), dim
+    assert (res["es99"] >= res["var99"]).all()
+    assert (res["es95"] >= res["var95"]).all()
+    manifest = json.loads((demo_out / "sweep" / "manifest.json").read_text())
+    assert manifest["n_paths"] == sw["n_paths"] and manifest["steps"] == sw["steps"]
+    assert manifest["model"] == {"type": "Heston", **summary["stress"]["params"]}
+    # the worst scenario by ES99 and its figures
+    worst = res.loc[res["es99"].idxmax()]
+    assert sw["worst"]["index"] == int(worst["index"])
+    assert sw["worst"]["es99"] == pytest.approx(float(worst["es99"]), rel=1e-12)
+    assert sw["worst"]["es99"] >= sw["worst"]["var99"]
+
+
 def test_demo_fourier_methods_agree(summary, demo_out):
     spot = summary["market"]["spot"]
     assert set(summary["fourier"]) == set(BTC_MODELS)

@@ -268,14 +268,37 @@ def test_qmr_stress_and_sweep_commands(tmp_path, capsys):
     rc = main(["stress", str(book), "crash-20-vol-spike", "jump-regime", "--model", str(model),
                "--out", str(tmp_path / "st")])
     out = capsys.readouterr().out
-    assert rc == 1  # jump-regime scales lam: not a Heston parameter, reported by file
+    assert rc == 0  # jump-regime scales lam: not a Heston parameter, so not applicable
     assert "crash-20-vol-spike" in out and "jump-regime.toml" in out and "not a parameter" in out
     assert (tmp_path / "st" / "stress.html").exists()
-    table = pd.read_csv(tmp_path / "st" / "stress.csv")
-    assert set(table["status"].str[:5]) == {"ok", "error"}
+    table = pd.read_csv(tmp_path / "st" / "stress.csv").set_index("name")
+    assert table.loc["crash-20-vol-spike", "status"] == "ok"
+    assert table.loc["jump-regime", "status"].startswith("n/a: ")
     rc = main(["sweep", str(book), "--model", str(model), "--dim", "spot=-0.2:0.2:3",
                "--dim", "vol=0,0.1", "--paths", "0", "--out", str(tmp_path / "sw")])
     assert rc == 0
     res = load_sweep(tmp_path / "sw")
     assert len(res.table) == 6 and (tmp_path / "sw" / "report.html").exists()
     assert main(["sweep", str(book), "--model", str(model), "--dim", "spot=a,b"]) == 2
+
+
+def test_replays_and_not_applicable_scenarios_through_stress(engine, data_dir):
+    from qmr_jax.stress import load_scenarios
+    from qmr_jax.stress.run import replay_shocks, stress
+
+    lib = qmr.stress.default_scenario_dir()
+    scen = load_scenarios([lib / "replay-ftx-2022-11.toml", lib / "jump-regime.toml"])
+    run = stress(engine.book, engine.model, engine.market, scen, key=jax.random.key(0),
+                 engine=engine, data_dir=data_dir)
+    assert run.table.loc["jump-regime", "status"].startswith("n/a: ")
+    assert run.table.loc["replay-ftx-2022-11", "status"] == "ok"
+    # the padded, vmapped replay equals revaluing each close alone
+    path, shocks = replay_shocks(scen[0], "BTC", data_dir=data_dir)
+    rep = run.replays["replay-ftx-2022-11"]
+    assert len(rep) == len(path) and len(path) not in (16, 32, 64)  # padding was needed
+    for i in (0, len(path) - 1):
+        one = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], shocks)
+        ref = float(np.sum(engine.revalue(one).pnl_usd))
+        assert rep["pnl_usd"].iloc[i] == pytest.approx(ref, rel=1e-12, abs=1e-6)
+    assert run.table.loc["replay-ftx-2022-11", "pnl_usd"] == pytest.approx(
+        rep["pnl_usd"].iloc[-1], rel=1e-15)

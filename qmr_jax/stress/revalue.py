@@ -44,7 +44,14 @@ import numpy as np
 from ..book import LINEAR_TYPES, Book, BookValuer
 from ..models import Market
 from ..simulate import BLOCK_SIZE, default_scheme, simulate_blocks
-from .shocks import SV_MODELS, Shock, check_shock, shock_market, shock_model
+from .shocks import (
+    SV_MODELS,
+    Shock,
+    canonical_shock,
+    check_shock,
+    shock_market,
+    shock_model,
+)
 
 DEFAULT_OPTION_HALF_SPREAD_VOL = 0.005  # half a vol point each side of mid
 DEFAULT_MIN_OPTION_HALF_SPREAD = 0.00025  # coin: half of Deribit's 0.0005 BTC minimum tick
@@ -328,10 +335,30 @@ class StressEngine:
     # eager conveniences
 
     def revalue(self, shock: Shock, *, where: str = "shock") -> InstantResult:
-        """``instant`` for one concrete shock, validated (errors name ``where``) and jitted."""
+        """``instant`` for one concrete shock, validated (errors name ``where``) and jitted;
+        one compiled program serves every shock (``canonical_shock``)."""
         self.check(shock, where=where)
         fn = self._jit.setdefault("instant", jax.jit(self.instant))
-        return fn(_as_dtype(shock, self.dtype))
+        return fn(_as_dtype(canonical_shock(shock, self.model), self.dtype))
+
+    def revalue_many(self, shocks: Shock, *, where: str = "shocks") -> InstantResult:
+        """``instant`` over a stack of concrete shocks (leaves ``[n]``), validated, vmapped and
+        jitted. The stack is padded to a power of two (at least 16) so that stacks of
+        different lengths (e.g. historical replays) share a few compiled programs; results
+        are ``[n, ...]``."""
+        self.check(shocks, where=where)
+        shocks = canonical_shock(shocks, self.model)
+        n = int(np.size(shocks.spot)) if np.ndim(shocks.spot) else 1
+        if any(np.ndim(x) > 1 or (np.ndim(x) == 1 and np.size(x) != n)
+               for x in jax.tree_util.tree_leaves(shocks)):
+            raise ValueError(f"{where}: every shock field needs the same length {n}")
+        size = max(16, 1 << (n - 1).bit_length())
+        idx = np.minimum(np.arange(size), n - 1)  # pad with the last shock
+        padded = jax.tree_util.tree_map(
+            lambda x: jnp.asarray(np.broadcast_to(np.asarray(x, np.float64), (n,))[idx],
+                                  self.dtype), shocks)
+        fn = self._jit.setdefault("instant_many", jax.jit(jax.vmap(self.instant)))
+        return jax.tree_util.tree_map(lambda x: x[:n], fn(padded))
 
     def paths(self, shock: Shock, key, n_paths: int, steps: int, *, revalue: str = "auto",
               grid=DEFAULT_GRID, where: str = "shock") -> PathPnL:
@@ -350,7 +377,7 @@ class StressEngine:
             fn = jax.jit(lambda s, k: self.path_pnl(s, k, int(n_paths), int(steps),
                                                     revalue=revalue, grid=tuple(grid)))
             self._jit[name] = fn
-        return fn(_as_dtype(shock, self.dtype), key)
+        return fn(_as_dtype(canonical_shock(shock, self.model), self.dtype), key)
 
 
 def _as_dtype(shock: Shock, dtype) -> Shock:

@@ -28,7 +28,7 @@ import pandas as pd
 from . import risk
 from .revalue import StressEngine
 from .scenarios import Scenario
-from .shocks import Shock, describe, stack_shocks
+from .shocks import NotApplicable, Shock, describe, stack_shocks
 
 DEFAULT_LEVELS = (0.95, 0.99, 0.999)
 
@@ -99,7 +99,9 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
       engine: a ready ``StressEngine`` (default: built here; ``mc_key`` keys its Monte Carlo
         positions, default ``fold_in(key, 2**31 - 1)``).
       data_dir: market data folder of the historical replays.
-      on_error: ``"record"`` (default) puts a scenario's error in its ``status`` column and
+      on_error: ``"record"`` (default) puts a scenario's error in its ``status`` column
+        (``"error: ..."``; a scenario the model cannot express, e.g. a jump-intensity shock
+        under Heston, is ``"n/a: ..."``, see ``NotApplicable``) and
         goes on; ``"raise"`` stops.
       progress: a callable ``progress(i, n, name)`` called before each scenario.
 
@@ -152,9 +154,7 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                 pos_rows[s.name] = np.asarray(p.pnl_usd).mean(axis=0)
             else:
                 path, shocks = replay_shocks(s, book.currency, data_dir=data_dir)
-                fn = engine._jit.setdefault("instant_batch", jax.jit(jax.vmap(engine.instant)))
-                engine.check(shocks, where=s.where)
-                res = fn(jax.tree_util.tree_map(lambda x: np.asarray(x, engine.dtype), shocks))
+                res = engine.revalue_many(shocks, where=s.where)
                 totals = np.asarray(res.pnl_usd).sum(axis=1)
                 rep = path.assign(pnl_usd=totals,
                                   pnl_coin=np.asarray(res.pnl_coin).sum(axis=1),
@@ -170,6 +170,10 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                            cost=float(np.asarray(res.cost)[-1].sum()),
                            worst=float(totals[w]), worst_at=str(path.index[w]))
                 pos_rows[s.name] = np.asarray(res.pnl_usd)[-1]
+        except NotApplicable as exc:
+            if on_error == "raise":
+                raise
+            row["status"] = f"n/a: {exc}"
         except (ValueError, FileNotFoundError, KeyError) as exc:
             if on_error == "raise":
                 raise

@@ -109,6 +109,21 @@ def model_fields(model) -> tuple[str, ...]:
     return tuple(cls._fields)
 
 
+class NotApplicable(ValueError):
+    """A valid shock that the model cannot express: a ``scale``/``shift`` of a parameter the
+    model does not have (jump intensity under Heston), a term or skew tilt without stochastic
+    volatility. ``stress`` records such scenarios as not applicable rather than failed."""
+
+
+def canonical_shock(shock: Shock, model) -> Shock:
+    """The same shock with ``scale`` and ``shift`` naming every parameter of ``model`` (1 and
+    0 where unset): identical shocked models, and one compiled program for every scenario
+    of a model whatever fields they move."""
+    fields = model_fields(model)
+    return shock._replace(scale={f: shock.scale.get(f, 1.0) for f in fields},
+                          shift={f: shock.shift.get(f, 0.0) for f in fields})
+
+
 def check_shock(shock: Shock, model=None, *, where: str = "shock") -> Shock:
     """Validate concrete shock values (any leading batch shape); returns the shock.
 
@@ -137,14 +152,15 @@ def check_shock(shock: Shock, model=None, *, where: str = "shock") -> Shock:
         for kind in ("scale", "shift"):
             unknown = sorted(set(getattr(shock, kind)) - set(fields))
             if unknown:
-                raise ValueError(f"{where}: {kind} names {', '.join(unknown)}, not a parameter "
-                                 f"of {cls.__name__} ({', '.join(fields)})")
+                raise NotApplicable(f"{where}: {kind} names {', '.join(unknown)}, not a "
+                                    f"parameter of {cls.__name__} ({', '.join(fields)})")
         if not issubclass(cls, SV_MODELS):
             for name in ("term", "skew"):
                 val = _concrete(getattr(shock, name))
                 if val is not None and np.any(val != 0):
-                    raise ValueError(f"{where}: a {name} shock needs a stochastic-volatility "
-                                     f"model (Heston, Bates); the model is {cls.__name__}")
+                    raise NotApplicable(f"{where}: a {name} shock needs a stochastic-"
+                                        f"volatility model (Heston, Bates); the model is "
+                                        f"{cls.__name__}")
     return shock
 
 
@@ -267,4 +283,5 @@ def describe(shock: Shock) -> str:
 
 __all__ = ["Shock", "NUMERIC_FIELDS", "SHOCK_DOCS", "apply_shock", "shock_model",
            "shock_market", "check_shock", "stack_shocks", "index_shock", "shock_size",
-           "as_arrays", "describe", "model_fields", "SV_MODELS"]
+           "as_arrays", "describe", "model_fields", "SV_MODELS", "NotApplicable",
+           "canonical_shock"]
