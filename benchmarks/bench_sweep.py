@@ -248,13 +248,45 @@ def main(argv=None):
     res["numpy"] = part_numpy(cfg, log)
     budget = 256 * 2**20
     if not args.skip_headline:
-        res["headline"] = part_headline(cfg["head"], 512 * 2**20, log)
+        res["big"] = part_headline(cfg["head"], 512 * 2**20, log)
     if not args.skip_scaling:
         res["scaling"] = {"memory_budget": budget,
                           "rows": part_scaling(cfg["scaling"], cfg["scaling_paths"], budget,
                                                log)}
+    res["headline"] = headline(res)
     js, md = _util.write_results(out, NAME, res, markdown)
     print(f"wrote {js} and {md}")
+
+
+def headline(res) -> list[dict]:
+    """The figures ``run_all.py`` summarises, with their goals."""
+    out = []
+    npr = res["numpy"]
+    out.append({"metric": "ms per path scenario (Heston, 10k paths, 7 steps) vs NumPy",
+                "value": f"{1e3 * npr['ours_per_scenario_s']:.1f} vs "
+                         f"{1e3 * npr['numpy_per_scenario_s']:.1f} ms "
+                         f"({npr['speedup']:.1f}x)", "goal": "-", "met": None})
+    if "big" in res:
+        b = res["big"]
+        out.append({"metric": f"{b['n_scenarios']:,} scenarios x {b['n_paths']:,} paths, "
+                              "20 positions, wall",
+                    "value": f"{b['sweep_wall_s']:.0f} s", "goal": f"< {GOAL_S:.0f} s",
+                    "met": bool(b["meets_goal"])})
+    if "scaling" in res and len(res["scaling"]["rows"]) >= 3:
+        rows = res["scaling"]["rows"][1:]  # the smallest size is dominated by fixed costs
+        per = [r["per_scenario_s"] for r in rows]
+        peak = [r["peak_rss_bytes"] for r in rows]
+        spread = max(per) / min(per)
+        grow = (max(peak) - min(peak)) / 2**20
+        out.append({"metric": f"time per scenario, {rows[0]['n_scenarios']:,} to "
+                              f"{rows[-1]['n_scenarios']:,} scenarios (max / min)",
+                    "value": f"{spread:.2f}", "goal": "<= 1.25 (linear)",
+                    "met": spread <= 1.25})
+        out.append({"metric": "peak RSS growth over the same sizes",
+                    "value": f"{grow:.0f} MiB",
+                    "goal": f"< {res['scaling']['memory_budget'] / 2**20:.0f} MiB (budget)",
+                    "met": grow < res["scaling"]["memory_budget"] / 2**20})
+    return out
 
 
 def markdown(res) -> str:
@@ -282,8 +314,8 @@ def markdown(res) -> str:
                          f(c["es99_se"], ",.0f"), f(c["z"], "+.2f")] for c in npr["checks"]]),
         "",
     ]
-    if "headline" in res:
-        h = res["headline"]
+    if "big" in res:
+        h = res["big"]
         lines += [
             "## 10,000 scenarios x 20 positions x 10,000 paths", "",
             f"Bates, grid spot x vol x jump intensity x horizon, {h['n_scenarios']:,} "

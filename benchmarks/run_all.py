@@ -32,6 +32,7 @@ BENCHMARKS = {
     "accuracy_time": "bench_accuracy_time.py",
     "book_sensitivities": "bench_book_sensitivities.py",
     "mc_greeks": "bench_mc_greeks.py",
+    "sweep": "bench_sweep.py",
 }
 
 
