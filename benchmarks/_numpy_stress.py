@@ -172,7 +172,7 @@ def tail_metrics(pnl, levels, contrib_level):
 
 
 def scenario(p, spot, rate, div, horizon, book, base_values, n_paths, steps, n_terms, rng,
-             grid=(33, 9), levels=(0.95, 0.99, 0.999), paths=None):
+             grid=(25, 7), levels=(0.95, 0.99, 0.999), paths=None):
     """Total P&L metrics of one scenario: ``dict(var, es, contrib, mean)``.
 
     ``book``: dict of arrays (see ``bench_sweep.numpy_book``); ``paths``: optional given
