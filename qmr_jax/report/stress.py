@@ -647,8 +647,16 @@ def _pnl_bar_figure(rows: pd.DataFrame, *, title: str):
     ax = fig.subplots()
     y = np.arange(n)[::-1]
     v = s.to_numpy()
-    ax.barh(y, v, color=np.where(v < 0, "#d9534f", "#5cb85c"), alpha=0.85)
+    ax.barh(y, np.where(np.isfinite(v), v, 0.0), color=np.where(v < 0, "#d9534f", "#5cb85c"),
+            alpha=0.85)
     _bar_labels(ax, y, v, [f"{vi:,.0f}" for vi in v])
+    if "status" in rows.columns:  # say why a scenario has no bar
+        status = rows.set_index("name")["status"].astype(str).reindex(s.index)
+        for yi, vi, st in zip(y, v, status, strict=True):
+            if not np.isfinite(vi):
+                ax.text(0.0, yi, "  n/a (not expressible in this model)" if st.startswith("n/a")
+                        else "  failed (see the table)", va="center", fontsize="x-small",
+                        color="0.4", ha="left")
     ax.set_yticks(y, s.index.astype(str), fontsize="small")
     ax.axvline(0.0, color="0.3", lw=0.8)
     ax.grid(True, axis="x", alpha=0.3)
