@@ -471,7 +471,8 @@ def _run_stress(args: argparse.Namespace) -> int:
                  n_paths=args.paths,
                  progress=lambda i, n, name: print(f"  [{i + 1}/{n}] {name}", flush=True))
     cols = [c for c in ("kind", "horizon_days", "pnl_usd", "pnl_coin", "cost", "worst",
-                        "var99", "es99", "status") if c in run.table.columns]
+                        "var99", "es99", "hist_es95", "hist_es99", "status")
+            if c in run.table.columns]
     print(stress_table(run.table[cols]))
     if args.out:
         meta = dict(run.meta, seed=args.seed, model_file=str(args.model))

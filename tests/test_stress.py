@@ -302,3 +302,31 @@ def test_replays_and_not_applicable_scenarios_through_stress(engine, data_dir):
         assert rep["pnl_usd"].iloc[i] == pytest.approx(ref, rel=1e-12, abs=1e-6)
     assert run.table.loc["replay-ftx-2022-11", "pnl_usd"] == pytest.approx(
         rep["pnl_usd"].iloc[-1], rel=1e-15)
+
+
+def test_path_scenarios_carry_the_historical_comparison(engine, data_dir):
+    from qmr_jax.data.spot import load_spot_history, log_returns
+    from qmr_jax.stress import load_scenarios
+    from qmr_jax.stress.run import HISTORICAL_WINDOW_DAYS, stress
+
+    s = load_scenarios([qmr.stress.default_scenario_dir() / "crash-drift-1d.toml"])[0]
+    run = stress(engine.book, engine.model, engine.market, [s], key=jax.random.key(0),
+                 engine=engine, data_dir=data_dir, n_paths=2000, levels=(0.95, 0.99))
+    row = run.table.loc[s.name]
+    r = log_returns(load_spot_history("BTC", data_dir=data_dir))
+    if HISTORICAL_WINDOW_DAYS is not None:
+        r = r.iloc[-HISTORICAL_WINDOW_DAYS:]
+    assert row["status"] == "ok" and row["hist_n"] == len(r) > 2000
+    # the same daily moves applied to the book: the batch against single revaluations at
+    # the three worst moves, then VaR/ES of the whole batch against the table
+    assert round(365 * s.horizon) == 1
+    moves = np.expm1(r.to_numpy())
+    batch = np.asarray(engine.revalue_many(Shock(spot=moves, horizon=np.full(len(r), 1 / 365))
+                                           ).pnl_usd).sum(axis=1)
+    for i in np.argsort(moves)[:3]:
+        one = float(np.sum(engine.revalue(Shock(spot=float(moves[i]), horizon=1 / 365)).pnl_usd))
+        assert batch[i] == pytest.approx(one, rel=1e-12, abs=1e-6)
+    est = qmr.stress.var_es(batch, (0.95, 0.99))
+    assert row["hist_es99"] == pytest.approx(float(est.es[1]), rel=1e-12)
+    assert row["hist_var95"] == pytest.approx(float(est.var[0]), rel=1e-12)
+    assert row["hist_es99_se"] == pytest.approx(float(est.es_stderr[1]), rel=1e-12)

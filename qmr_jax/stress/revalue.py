@@ -343,16 +343,16 @@ class StressEngine:
 
     def revalue_many(self, shocks: Shock, *, where: str = "shocks") -> InstantResult:
         """``instant`` over a stack of concrete shocks (leaves ``[n]``), validated, vmapped and
-        jitted. The stack is padded to a power of two (at least 16) so that stacks of
-        different lengths (e.g. historical replays) share a few compiled programs; results
-        are ``[n, ...]``."""
+        jitted. The stack is padded to a power of two (16 to 256; beyond, a multiple of 256)
+        so that stacks of different lengths (e.g. historical replays) share a few compiled
+        programs; results are ``[n, ...]``."""
         self.check(shocks, where=where)
         shocks = canonical_shock(shocks, self.model)
         n = int(np.size(shocks.spot)) if np.ndim(shocks.spot) else 1
         if any(np.ndim(x) > 1 or (np.ndim(x) == 1 and np.size(x) != n)
                for x in jax.tree_util.tree_leaves(shocks)):
             raise ValueError(f"{where}: every shock field needs the same length {n}")
-        size = max(16, 1 << (n - 1).bit_length())
+        size = max(16, 1 << (n - 1).bit_length()) if n <= 256 else -(-n // 256) * 256
         idx = np.minimum(np.arange(size), n - 1)  # pad with the last shock
         padded = jax.tree_util.tree_map(
             lambda x: jnp.asarray(np.broadcast_to(np.asarray(x, np.float64), (n,))[idx],

@@ -5,7 +5,9 @@ Each scenario is revalued by its kind:
 * ``instant``: full revaluation at the shocked model and market after the horizon
   (``StressEngine.instant``);
 * ``path``: ``n_paths`` horizon paths under the shocked model, the book revalued on each
-  (``StressEngine.paths``); the P&L distribution gives VaR/ES with standard errors;
+  (``StressEngine.paths``); the P&L distribution gives VaR/ES with standard errors, set
+  beside the historical-simulation VaR/ES at the same horizon (the real spot moves of the
+  whole history applied to today's book; ``historical_comparison``);
 * ``historical``: the real spot path of the episode (``qmr_jax.data.spot``) applied to
   today's spot, close by close, with a vol shift growing linearly to its end value
   (``vol = "realized"``: ``vol_beta`` times the rise of realised vol from the
@@ -80,13 +82,52 @@ def replay_shocks(scenario: Scenario, currency: str, *, data_dir=None):
     return path, stack_shocks(shocks)
 
 
+HISTORICAL_WINDOW_DAYS = None
+"""Daily returns behind the historical-simulation comparison: ``None`` for the whole history
+(BTC from 2017 in the shared data, so that week-long horizons still have a 95% tail of
+non-overlapping moves), or the most recent that many."""
+
+
+def _history_returns(currency: str, data_dir, window: int | None):
+    """The daily log returns of ``currency``, the last ``window`` of them when given
+    (``(None, reason)`` when the spot history is unavailable)."""
+    from ..data import spot as spot_data
+
+    try:
+        hist = spot_data.load_spot_history(currency, data_dir=data_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        return None, str(exc)
+    r = spot_data.log_returns(hist)
+    return (r if window is None else r.iloc[-window:]), None
+
+
+def historical_comparison(engine: StressEngine, returns, horizon_days: int, levels):
+    """Historical-simulation VaR/ES of the book at a horizon: today's book revalued at
+    ``horizon_days`` of time decay under each real (non-overlapping) ``horizon_days`` spot
+    move of ``returns``, model otherwise unshocked (``risk.historical_var_es``). Returns the
+    ``HistoricalRisk``, or ``None`` when the window holds too few moves for every level."""
+    h = int(horizon_days)
+    lv = _levels_for(len(returns) // h, levels)
+    if not lv:
+        return None
+
+    def pnl(r):
+        r = np.asarray(r, np.float64)
+        sh = Shock(spot=np.expm1(r), horizon=np.full(r.shape, h / 365.0))
+        return np.asarray(engine.revalue_many(sh, where="historical comparison").pnl_usd
+                          ).sum(axis=1)
+
+    return risk.historical_var_es(pnl, returns, lv, horizon_days=h)
+
+
 def _levels_for(n_paths: int, levels) -> tuple[float, ...]:
     return tuple(a for a in levels if int(np.floor(n_paths * (1.0 - a) + 1e-9)) >= risk.MIN_TAIL)
 
 
 def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
            levels=DEFAULT_LEVELS, engine: StressEngine | None = None, data_dir=None,
-           mc_key=None, on_error: str = "record", progress=None) -> StressRun:
+           mc_key=None, on_error: str = "record", progress=None,
+           historical: bool = True) -> StressRun:
     """Revalue ``book`` under each of ``scenarios`` (see the module docstring).
 
     Args:
@@ -104,6 +145,10 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
         under Heston, is ``"n/a: ..."``, see ``NotApplicable``) and
         goes on; ``"raise"`` stops.
       progress: a callable ``progress(i, n, name)`` called before each scenario.
+      historical: for each path scenario, also the historical-simulation VaR/ES at its
+        horizon (``historical_comparison`` on the daily returns of the book's currency,
+        ``HISTORICAL_WINDOW_DAYS``) as ``hist_var*``/``hist_es*`` columns, when the spot
+        history is available (else a note).
 
     Returns:
       ``StressRun``.
@@ -114,6 +159,7 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
         mk = mc_key if mc_key is not None else jax.random.fold_in(key, 2**31 - 1)
         engine = StressEngine(book, model, market, key=mk if book.has_mc else None)
     rows, pos_rows, replays = [], {}, {}
+    returns_cache = None
     scenarios = list(scenarios)
     for i, s in enumerate(scenarios):
         if progress is not None:
@@ -152,6 +198,27 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                     row["notes"] = (f"levels {skipped} need >= {risk.MIN_TAIL} tail samples; "
                                     f"{n} paths are too few")
                 pos_rows[s.name] = np.asarray(p.pnl_usd).mean(axis=0)
+                if historical:
+                    if returns_cache is None:
+                        returns_cache = _history_returns(book.currency, data_dir,
+                                                         HISTORICAL_WINDOW_DAYS)
+                    rets, why = returns_cache
+                    hd = max(1, int(round(365 * s.horizon)))
+                    hr = None if rets is None else historical_comparison(engine, rets, hd,
+                                                                         levels)
+                    if hr is not None:
+                        for j, a in enumerate(hr.levels):
+                            tag = f"{100 * a:g}".replace(".", "")
+                            row[f"hist_var{tag}"] = float(hr.var[j])
+                            row[f"hist_es{tag}"] = float(hr.es[j])
+                            row[f"hist_es{tag}_se"] = float(hr.es_stderr[j])
+                        row["hist_n"] = int(hr.n)
+                        row["hist_window"] = f"{hr.start.date()}..{hr.end.date()}"
+                    else:
+                        note = (f"no historical comparison: {why}" if rets is None else
+                                f"no historical comparison: {len(rets) // hd} {hd}-day moves "
+                                "are too few")
+                        row["notes"] = "; ".join(x for x in (row.get("notes"), note) if x)
             else:
                 path, shocks = replay_shocks(s, book.currency, data_dir=data_dir)
                 res = engine.revalue_many(shocks, where=s.where)
@@ -192,4 +259,5 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
     return StressRun(table, positions, replays, meta)
 
 
-__all__ = ["stress", "StressRun", "replay_shocks", "scenario_key", "Shock"]
+__all__ = ["stress", "StressRun", "replay_shocks", "scenario_key", "historical_comparison",
+           "HISTORICAL_WINDOW_DAYS", "Shock"]
