@@ -639,8 +639,10 @@ def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
 
     # named scenarios
     t1 = time.perf_counter()
+    # the historical-simulation comparison of path scenarios: full demo only (it revalues
+    # the book under every daily move since 2017, a few seconds per path scenario)
     run = stress(book, model, market, scenarios, key=key, n_paths=cfg.stress_paths,
-                 engine=engine, data_dir=data_dir)
+                 engine=engine, data_dir=data_dir, historical=not cfg.quick)
     table = run.table
     ok = table["status"] == "ok"
     meta = dict(run.meta, seed=cfg.seed, model_source=model_label, book_file=str(book_path),
