@@ -23,29 +23,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from bench_heston_qe import np_qe_step
+from bench_heston_qe import _np_constants, np_qe_step
 from scipy.special import ndtr
-
-PSI_C = 1.5
-
-
-def qe_constants(kappa, theta, xi, rho, dt):
-    ekt = math.exp(-kappa * dt)
-    one_m = -math.expm1(-kappa * dt)
-    half_c = 0.5 * dt * (kappa * rho / xi - 0.5)
-    k1 = half_c - rho / xi
-    k2 = half_c + rho / xi
-    k3 = 0.5 * dt * (1.0 - rho * rho)
-    return dict(ekt=ekt, theta_one_m=theta * one_m, s2_v=xi**2 * ekt / kappa * one_m,
-                s2_c=theta * xi**2 / (2.0 * kappa) * one_m**2, k1=k1, k2=k2, k3=k3,
-                big_a=k2 + 0.5 * k3, k13=k1 + 0.5 * k3, k0_plain=-rho * kappa * theta / xi * dt,
-                one=1.0, zero=0.0, two=2.0, half=0.5, psi_c=PSI_C)
 
 
 def simulate(p, spot, rate, div, horizon, n_paths, steps, rng):
     """Spot and variance at ``horizon`` on ``n_paths`` QE paths."""
     dt = horizon / steps
-    k = qe_constants(p["kappa"], p["theta"], p["xi"], p["rho"], dt)
+    k = _np_constants(p, dt, np.float64)
     v = np.full(n_paths, p["v0"])
     y = np.zeros(n_paths)
     for _ in range(steps):
