@@ -4,7 +4,7 @@ the identities of ``apply_shock``.
 * ``scenarios/library/*.toml``: every file loads, names are unique and equal to the file
   stems, every shock passes ``check_shock`` for the model it is written for, and the historical
   windows (and the closes quoted in the files) are checked against the shared spot data.
-* ``tests/data/scenarios_bad/*.toml``: each file is malformed in one way; its leading
+* ``tests/data/bad/scenarios/*.toml``: each file is malformed in one way; its leading
   ``# expect: ...`` lines are substrings of the ``ScenarioError`` message, which must also name
   the file.
 """
@@ -43,7 +43,7 @@ from qmr_jax.stress.shocks import (
 
 jax.config.update("jax_enable_x64", True)
 
-BAD_DIR = Path(__file__).resolve().parent / "data" / "scenarios_bad"
+BAD_DIR = Path(__file__).resolve().parent / "data" / "bad" / "scenarios"
 BAD_FILES = sorted(BAD_DIR.glob("*.toml"))
 LIBRARY_FILES = sorted(default_scenario_dir().glob("*.toml"))
 
