@@ -232,3 +232,31 @@ def test_fixed_fields_and_multistart(noisy_chain):
     assert fit.loss == pytest.approx(fit.starts["final_loss"].min())
     assert list(fit.problem.bij.free) == ["v0", "theta", "xi", "rho"]
     assert isinstance(fit.starts, pd.DataFrame)
+
+
+def test_fit_ending_on_a_bound_is_reported(clean_fit, tmp_path):
+    """A converged fit whose parameter is held by its box says so: in the result, its
+    dictionary and its summary (the terminal); an interior fit names nothing."""
+    truth = qmr.GBM(sigma=0.6)
+    chain = synthetic_chain(truth, expiries=[0.1, 0.3], strikes_per_expiry=7)
+    fit = calibrate(qmr.GBM(sigma=0.2), chain, bounds={"sigma": (0.05, 0.4)})
+    assert fit.params.sigma == pytest.approx(0.4, rel=1e-6)
+    assert fit.at_bounds == {"sigma": "upper"} and fit.saturated
+    assert fit.to_dict()["at_bounds"] == {"sigma": "upper"}
+    assert "sigma=0.4 on its upper bound" in fit.summary()
+    from qmr_jax.report.calibration import calibration_report
+
+    html = calibration_report(fit, chain, tmp_path)["report.html"].read_text()
+    assert "ended on the edge of the calibration box" in html and "upper box edge" in html
+    low = calibrate(qmr.GBM(sigma=1.0), chain, bounds={"sigma": (0.8, 2.0)})
+    assert low.at_bounds == {"sigma": "lower"}
+    assert clean_fit.at_bounds == {} and not clean_fit.saturated
+    assert clean_fit.bounds_warning() is None and "WARNING" not in clean_fit.summary()
+
+
+def test_edge_rule_on_each_scale():
+    log_map, lin_map = DEFAULT_BOUNDS[qmr.Heston]["kappa"], DEFAULT_BOUNDS[qmr.Heston]["rho"]
+    assert log_map.edge(50.0) == "upper" and log_map.edge(1e-3) == "lower"
+    assert log_map.edge(45.0) is None and log_map.edge(2.0) is None
+    assert lin_map.edge(0.999) == "upper" and lin_map.edge(-0.9985) == "lower"
+    assert lin_map.edge(0.99) is None

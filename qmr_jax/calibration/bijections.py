@@ -21,6 +21,10 @@ import numpy as np
 
 from ..models import GBM, Bates, Heston, Kou, Merton
 
+EDGE_TOL = 1e-3
+"""A calibrated field within this share of its box (on the map's scale) of an edge is reported
+as saturated: the fit would move it further if the box allowed."""
+
 
 class FieldMap(NamedTuple):
     """One field's box and scale."""
@@ -39,14 +43,27 @@ class FieldMap(NamedTuple):
         return jnp.clip(x, self.lo, self.hi)  # rounding at saturation stays in the box
 
     def inverse(self, x):
+        s = np.clip(self.position(x), 1e-12, 1.0 - 1e-12)
+        return np.log(s) - np.log1p(-s)
+
+    def position(self, x):
+        """Where ``x`` sits in the box on the map's own scale: 0 at ``lo``, 1 at ``hi``."""
         x = np.asarray(x, np.float64)
         if self.log:
             a, b = math.log(self.lo), math.log(self.hi)
-            s = (np.log(x) - a) / (b - a)
-        else:
-            s = (x - self.lo) / (self.hi - self.lo)
-        s = np.clip(s, 1e-12, 1.0 - 1e-12)
-        return np.log(s) - np.log1p(-s)
+            return (np.log(x) - a) / (b - a)
+        return (x - self.lo) / (self.hi - self.lo)
+
+    def edge(self, x) -> str | None:
+        """``"lower"`` or ``"upper"`` when ``x`` sits on that edge of the box (within
+        ``EDGE_TOL`` of the box on the map's scale: the optimiser's coordinate ``|u| > 6.9``,
+        where the map is flat and the data push the field out of the box), else ``None``."""
+        s = self.position(x)
+        if np.min(s) <= EDGE_TOL:
+            return "lower"
+        if np.max(s) >= 1.0 - EDGE_TOL:
+            return "upper"
+        return None
 
     def contains(self, x) -> bool:
         x = np.asarray(x, np.float64)

@@ -57,6 +57,10 @@ class CalibrationResult:
       starts: per starting point: the start's parameters, final loss, iterations, reason.
       model, method, loss_kind, weights, seed, n_terms, fourier_tol, feller_penalty: settings.
       snapshot, currency: copied from the chain when it has those columns.
+      at_bounds: ``{field: "lower" | "upper"}`` for every calibrated field that ended on an
+        edge of its box (``bijections.EDGE_TOL``): the data push it further than the box
+        allows, so its value is the box's, not the market's. A converged fit can be saturated;
+        ``summary()``, ``to_dict()`` and the report say so.
       problem: the objective's arrays (for ``quote_sensitivities`` and ``model_iv_surface``).
     """
 
@@ -85,6 +89,23 @@ class CalibrationResult:
     currency: str | None
     n_quotes: int
     problem: Problem = dataclasses.field(repr=False)
+    at_bounds: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def saturated(self) -> bool:
+        """True when some calibrated field ended on an edge of its box."""
+        return bool(self.at_bounds)
+
+    def bounds_warning(self) -> str | None:
+        """One line naming the saturated fields and their boxes, or ``None``."""
+        if not self.at_bounds:
+            return None
+        maps = self.problem.bij.maps
+        parts = [f"{f}={float(getattr(self.params, f)):.6g} on its {side} bound "
+                 f"(box {maps[f].lo:g} to {maps[f].hi:g})" for f, side in self.at_bounds.items()]
+        return ("WARNING: parameter(s) at the edge of the calibration box: " + "; ".join(parts)
+                + ". The data push them further: widen the box (bounds=) or fix them, and treat "
+                "their values with care.")
 
     @property
     def rmse_iv_by_expiry(self) -> pd.Series:
@@ -112,7 +133,10 @@ class CalibrationResult:
         feller = self.feller_ratio()
         if feller is not None:
             params += f"  (Feller ratio {feller:.3f})"
-        lines = [head, fit, params, "  per expiry (days: RMSE vol pts / inside band):"]
+        lines = [head, fit, params]
+        if (warning := self.bounds_warning()) is not None:
+            lines.append("  " + warning)
+        lines += ["  per expiry (days: RMSE vol pts / inside band):"]
         for _, row in self.by_expiry.iterrows():
             lines.append(f"    {365 * row.expiry_years:7.2f} d: {row.rmse_iv:6.3f} / "
                          f"{100 * row.inside_band:5.1f}%  ({int(row.n_quotes)} quotes)")
@@ -128,6 +152,7 @@ class CalibrationResult:
             "params": self.params_dict(),
             "converged": self.converged,
             "reason": self.reason,
+            "at_bounds": dict(self.at_bounds),
             "rmse_iv": self.rmse_iv,
             "inside_band": self.inside_band,
             "loss": self.loss,
@@ -248,4 +273,15 @@ def build_result(*, chain, problem: Problem, rounds, best, ivs, u_starts, method
                                                           else "custom"),
         seed=int(seed), n_terms=int(problem.n_terms), fourier_tol=float(fourier_tol),
         feller_penalty=float(problem.feller_weight), snapshot=_first(chain, "snapshot"),
-        currency=_first(chain, "currency"), n_quotes=len(chain), problem=problem)
+        currency=_first(chain, "currency"), n_quotes=len(chain), problem=problem,
+        at_bounds=_at_bounds(bij, params))
+
+
+def _at_bounds(bij: Bijection, params) -> dict[str, str]:
+    """``{field: "lower" | "upper"}`` for the free fields on an edge of their box."""
+    out = {}
+    for f in bij.free:
+        side = bij.maps[f].edge(getattr(params, f))
+        if side is not None:
+            out[f] = side
+    return out

@@ -45,7 +45,6 @@ GRID_POINTS = 121
 """Points of each expiry's model smile in ``smiles.png``."""
 
 _BUCKET_EDGES = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.2, 1.6, 2.4, 3.2, 4.8)
-_AT_BOUND_U = 7.0  # |unconstrained coordinate| beyond which a parameter sits on its box edge
 
 _BANNER = ("border:2px solid #b00020;background:#fdecea;color:#5f0010;padding:.7em 1em;"
            "margin:1em 0;border-radius:4px")
@@ -112,8 +111,8 @@ def _param_rows(result: CalibrationResult, truth: dict | None) -> list[dict]:
         note = ""
         if name in bij.fixed:
             note = "fixed"
-        elif abs(float(np.asarray(m.inverse(value)))) > _AT_BOUND_U:
-            note = "at the box edge"
+        elif name in result.at_bounds:
+            note = f"at the {result.at_bounds[name]} box edge"
         start = best[f"start_{name}"].iloc[0] if len(best) and f"start_{name}" in best else None
         rows.append({"parameter": name, "value": value, "start": start,
                      "truth": None if truth is None else truth.get(name), "lo": m.lo,
@@ -389,7 +388,7 @@ def _write_html(paths: dict[str, Path], result: CalibrationResult, summary: dict
             "below are its last iterate, not an optimum: check the convergence plot, allow "
             "more iterations or more starts, or start from a better guess.</div>")
     param_rows = _param_rows(result, truth)
-    edge = [r["parameter"] for r in param_rows if r["note"] == "at the box edge"]
+    edge = [r["parameter"] for r in param_rows if r["note"].endswith("box edge")]
     if edge:
         page.add_html(
             f'<div class="caution" style="{_CAUTION}">Parameter(s) {escape(", ".join(edge))} '
