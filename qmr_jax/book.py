@@ -70,8 +70,10 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -101,6 +103,23 @@ SETTLEMENTS = ("usd", "inverse")
 DAYS_PER_YEAR = 365.0
 DEFAULT_MC_PATHS = 20_000
 RISK_COORDINATES = ("spot", "vol", "rate", "time")
+
+# Physically meaningful ranges: anything outside is a typing error, and would overflow the
+# book's totals (a quantity of 1e308 coins is worth inf USD).
+MAX_QUANTITY = 1e9
+"""Largest ``|quantity|`` of a position, and ``|quantity| x multiplier``, in coins."""
+PRICE_RANGE = (1e-8, 1e9)
+"""USD range of strikes, barriers, entry prices and the market's spot."""
+MAX_CASH = 1e9
+"""Largest USD ``cash`` of a digital and ``rebate`` of a barrier."""
+MULTIPLIER_RANGE = (1e-9, 1e9)
+"""Range of a book's ``multiplier`` (coins per unit of quantity)."""
+MAX_EXPIRY_YEARS = 10.0
+"""Longest expiry of a position, years."""
+MAX_STEPS = 100_000
+"""Most simulation steps of a Monte Carlo position."""
+MAX_RATE = 2.0
+"""Largest ``|rate|`` and ``|div|`` of a model file's market (continuous, per year: 200%)."""
 
 
 class PositionError(ValueError):
@@ -151,6 +170,9 @@ class Position:
     steps: int | None = None
 
     def __post_init__(self):
+        for f, default in _DEFAULT_VALUES.get(self.type, {}).items():
+            if getattr(self, f) is None:
+                object.__setattr__(self, f, default)
         _check_position(self)
         for f in ("quantity", "strike", "expiry", "cash", "barrier", "rebate", "entry"):
             v = getattr(self, f)
@@ -298,16 +320,27 @@ _OPTIONAL = {
     "perpetual": (),
     "future": (),
 }
-_DEFAULTS = {"settlement": "usd"}
+_DEFAULT_VALUES = {"barrier": {"rebate": 0.0}, "digital": {"cash": 1.0}}
+"""Values of optional fields left out (``None``), per position type."""
+
+
+def _within(lo, hi):
+    return lambda x: lo <= x <= hi
+
+
+_PRICE = (_within(*PRICE_RANGE),
+          f"a positive USD price in [{PRICE_RANGE[0]:g}, {PRICE_RANGE[1]:g}]")
 
 
 def _check_position(p: Position) -> None:
     if p.type not in POSITION_TYPES:
         raise PositionError("type", f"unknown position type {p.type!r}; choose one of "
                             f"{', '.join(POSITION_TYPES)}")
-    _finite("quantity", p.quantity)
-    if p.name is not None and not isinstance(p.name, str):
-        raise PositionError("name", f"must be a string; got {p.name!r}")
+    _finite("quantity", p.quantity, lambda x: abs(x) <= MAX_QUANTITY,
+            f"a number of coins with |quantity| <= {MAX_QUANTITY:g}")
+    if p.name is not None and (not isinstance(p.name, str) or not p.name.strip()):
+        raise PositionError("name", f"must be a non-empty string (or left out); got "
+                            f"{p.name!r}")
     allowed = set(_REQUIRED[p.type]) | set(_OPTIONAL[p.type])
     for f in ("is_call", "strike", "expiry", "cash", "barrier", "barrier_kind", "rebate",
               "entry", "steps"):
@@ -324,23 +357,28 @@ def _check_position(p: Position) -> None:
     if p.is_call is not None and not isinstance(p.is_call, bool | np.bool_):
         raise PositionError("is_call", f"must be a boolean; got {p.is_call!r}")
     if p.strike is not None:
-        _finite("strike", p.strike, lambda x: x > 0, "a positive price")
+        _finite("strike", p.strike, *_PRICE)
     if p.expiry is not None:
-        _finite("expiry", p.expiry, lambda x: x > 0, "positive (years)")
+        _finite("expiry", p.expiry, lambda x: 0 < x <= MAX_EXPIRY_YEARS,
+                f"positive and at most {MAX_EXPIRY_YEARS:g} years")
     if p.cash is not None:
-        _finite("cash", p.cash)
+        _finite("cash", p.cash, lambda x: abs(x) <= MAX_CASH,
+                f"a USD amount with |cash| <= {MAX_CASH:g}")
     if p.barrier is not None:
-        _finite("barrier", p.barrier, lambda x: x > 0, "a positive price")
+        _finite("barrier", p.barrier, *_PRICE)
     if p.barrier_kind is not None and p.barrier_kind not in _payoffs.BARRIER_KINDS:
         raise PositionError("barrier_kind", f"must be one of "
                             f"{', '.join(_payoffs.BARRIER_KINDS)}; got {p.barrier_kind!r}")
     if p.rebate is not None:
-        _finite("rebate", p.rebate, lambda x: x >= 0, ">= 0")
+        _finite("rebate", p.rebate, _within(0.0, MAX_CASH),
+                f"a USD amount in [0, {MAX_CASH:g}]")
     if p.entry is not None:
-        _finite("entry", p.entry, lambda x: x > 0, "a positive price")
-    if p.steps is not None and (isinstance(p.steps, bool) or not isinstance(p.steps, int)
-                                or p.steps < 1):
-        raise PositionError("steps", f"must be a positive integer; got {p.steps!r}")
+        _finite("entry", p.entry, *_PRICE)
+    if p.steps is not None and (isinstance(p.steps, bool)
+                                or not isinstance(p.steps, int | np.integer)
+                                or not 1 <= p.steps <= MAX_STEPS):
+        raise PositionError("steps", f"must be an integer in [1, {MAX_STEPS}]; got "
+                            f"{p.steps!r}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -380,16 +418,32 @@ class Book:
             if not isinstance(p, Position):
                 raise TypeError(f"position {i} must be a Position; got {type(p).__name__}")
         m = self.multiplier
-        if isinstance(m, bool) or not isinstance(m, int | float) or not (
-                math.isfinite(m) and m > 0):
-            raise ValueError(f"multiplier must be a positive number; got {m!r}")
+        lo, hi = MULTIPLIER_RANGE
+        if isinstance(m, bool) or not isinstance(m, int | float | np.integer | np.floating) or (
+                not (math.isfinite(m) and lo <= m <= hi)):
+            raise ValueError(f"multiplier must be a positive number in [{lo:g}, {hi:g}]; got "
+                             f"{m!r}")
+        for i, p in enumerate(self.positions):
+            if abs(p.quantity) * m > MAX_QUANTITY:
+                raise ValueError(f"position #{i + 1} ({p.label!r}): quantity x multiplier = "
+                                 f"{p.quantity:g} x {m:g} coins is beyond "
+                                 f"{MAX_QUANTITY:g} coins")
+        dup = duplicate_names(self.positions)
+        if dup is not None:
+            i, j = dup
+            raise ValueError(f"positions #{i + 1} and #{j + 1} are both named "
+                             f"{self.positions[j].name!r}; position names must be unique "
+                             "(reports and scenario tables are keyed by them)")
+        unique_labels(self.positions)
 
     def __len__(self) -> int:
         return len(self.positions)
 
     @property
     def labels(self) -> list[str]:
-        return [p.label for p in self.positions]
+        """One unique label per position: its name, or a generated description
+        (``Position.label``) followed by ``#i`` (1-based) where two would be equal."""
+        return unique_labels(self.positions)
 
     @property
     def has_mc(self) -> bool:
@@ -482,6 +536,43 @@ class Book:
         df.insert(0, "name", self.labels)
         df.insert(1, "value", np.asarray(s.value, np.float64))
         return df
+
+
+def _name_key(name: str) -> str:
+    return name.strip()
+
+
+def duplicate_names(positions: Sequence[Position]) -> tuple[int, int] | None:
+    """The 0-based indices ``(first, second)`` of the first two positions with the same
+    ``name`` (surrounding spaces ignored), or ``None``."""
+    seen: dict[str, int] = {}
+    for j, p in enumerate(positions):
+        if p.name is None:
+            continue
+        key = _name_key(p.name)
+        if key in seen:
+            return seen[key], j
+        seen[key] = j
+    return None
+
+
+def unique_labels(positions: Sequence[Position]) -> list[str]:
+    """``Position.label`` of each position, made unique: an unnamed position whose generated
+    label equals another label gets ``" #i"`` (its 1-based index) appended."""
+    labels = [p.label for p in positions]
+    counts: dict[str, int] = {}
+    for lab in labels:
+        counts[lab] = counts.get(lab, 0) + 1
+    out = [lab if (p.name is not None or counts[lab] == 1) else f"{lab} #{i + 1}"
+           for i, (p, lab) in enumerate(zip(positions, labels, strict=True))]
+    if len(set(out)) != len(out):  # a name that looks like a numbered generated label
+        seen: dict[str, int] = {}
+        for i, lab in enumerate(out):
+            if lab in seen:
+                raise ValueError(f"positions #{seen[lab] + 1} and #{i + 1} are both labelled "
+                                 f"{lab!r}; give them distinct names")
+            seen[lab] = i
+    return out
 
 
 def _is_concrete(tree) -> bool:
@@ -855,8 +946,10 @@ def greeks_table(book: Book, g: Greeks, market: Market):
     s = float(market.spot)
     cols = _market_units(g, s)
     rows = []
+    labels = book.labels
     for i, p in enumerate(book.positions):
         row = {"position": i + 1, **p.as_row()}
+        row["name"] = labels[i]
         for k, v in cols.items():
             row[k] = float(v[i])
             if k == "delta_usd":
@@ -920,6 +1013,10 @@ _UNITS = {"d": 1.0 / DAYS_PER_YEAR, "w": 7.0 / DAYS_PER_YEAR, "y": 1.0}
 
 def parse_expiry(value) -> float:
     """Years from a number or a string with a unit (``"30d"``, ``"2w"``, ``"0.5y"``)."""
+    if isinstance(value, datetime.date | datetime.time) or (
+            isinstance(value, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}.*", value)):
+        raise ValueError(f"expected the time to expiry in years or with a unit ('30d', "
+                         f"'0.25y'), not a date; got {value!r}")
     if isinstance(value, bool):
         raise ValueError(f"expected years or a string like '30d'; got {value!r}")
     if isinstance(value, int | float):
@@ -936,81 +1033,227 @@ def parse_expiry(value) -> float:
     raise ValueError(f"expected years or a string like '30d'; got {value!r}")
 
 
-def _read_toml(path: Path) -> dict:
+def read_text(path, *, expected: str = "text") -> str:
+    """The UTF-8 text of a file (a leading byte-order mark dropped).
+
+    Raises:
+      ValueError: naming the file: unreadable, not UTF-8 (with the line and column of the
+        first byte that does not decode) or empty (``expected`` says what it should hold).
+    """
+    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
+                         f"column {column} does not decode ({exc.reason}); save the file as "
+                         "UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty; expected {expected}")
+    return text
+
+
+def _parse_toml(path, text: str) -> dict:
+    try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        raise ValueError(f"{_at(path, m and int(m.group(1)))}: not valid TOML: {exc}") from None
+
+
+def _read_toml(path: Path, expected: str = "TOML") -> tuple[dict, str]:
+    text = read_text(path, expected=expected)
+    return _parse_toml(path, text), text
+
+
+def _at(source, line: int | None) -> str:
+    """``"file, line 12"`` (or ``"file"`` without a line)."""
+    return f"{source}, line {line}" if line else f"{source}"
+
+
+_TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\[\]#]+?)\s*\]\]?\s*(?:#.*)?$")
+_TOML_KEY = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*[.=]""")
+
+
+class _Lines:
+    """Best-effort line numbers of the tables and keys of a TOML or JSON file, for messages.
+
+    ``line(table, index, key)``: the line of ``key`` in the ``index``-th ``table`` (``""``:
+    the top level; ``index`` counts ``[[table]]`` entries), else of the table's header, else
+    ``None``. ``count(table)``: how many headers of ``table`` were seen (a caller trusts the
+    numbers only when it equals the parsed number of entries).
+    """
+
+    def __init__(self, text: str | None = None):
+        self._json: list[str] | None = None
+        self._tables: dict[tuple[str, int], int] = {}
+        self._keys: dict[tuple[str, int], dict[str, int]] = {("", 0): {}}
+        self._counts: dict[str, int] = {}
+        if text is None:
+            return
+        if text.lstrip().startswith("{"):  # JSON (a TOML file cannot start with "{")
+            self._json = text.splitlines()
+            return
+        current = ("", 0)
+        multiline = None
+        for n, line in enumerate(text.splitlines(), 1):
+            if multiline is not None:
+                if line.count(multiline) % 2 == 1:
+                    multiline = None
+                continue
+            m = _TOML_HEADER.match(line)
+            if m:
+                name = m.group(2).strip()
+                k = 0
+                if m.group(1) == "[[":
+                    k = self._counts.get(name, 0)
+                self._counts[name] = k + 1
+                current = (name, k)
+                self._tables[current] = n
+                self._keys[current] = {}
+                continue
+            m = _TOML_KEY.match(line)
+            if m:
+                self._keys[current].setdefault(m.group(1).strip("\"'"), n)
+                for quote in ('"""', "'''"):
+                    if line.count(quote) % 2 == 1:
+                        multiline = quote
+                        break
+
+    def count(self, table: str) -> int:
+        return self._counts.get(table, 0)
+
+    def line(self, table: str, index: int = 0, key: str | None = None) -> int | None:
+        if self._json is not None:
+            return self._json_line(table, key)
+        header = self._tables.get((table, index))
+        keys = self._keys.get((table, index), {})
+        return keys.get(key, header) if key is not None else header
+
+    def _json_line(self, table: str, key: str | None) -> int | None:
+        start = 0
+        if table:
+            pattern = re.compile(rf'"{re.escape(table)}"\s*:')
+            start = next((i for i, s in enumerate(self._json) if pattern.search(s)), -1)
+            if start < 0:
+                return None
+            if key is None:
+                return start + 1
+        if key is None:
+            return None
+        pattern = re.compile(rf'"{re.escape(key)}"\s*:')
+        found = next((i for i in range(start, len(self._json)) if pattern.search(self._json[i])),
+                     None)
+        return None if found is None else found + 1
 
 
 def load_book(path) -> Book:
     """Read a TOML book file (see ``BOOK_HEADER_FIELDS``, ``BOOK_FIELDS``).
 
     Raises:
-      ValueError: unreadable file, bad TOML, an unknown/missing/bad field; the message names
-        the file, the position (``#i``, 1-based, and its name) and the field.
+      ValueError: unreadable, empty or non-UTF-8 file, bad TOML, an unknown/missing/bad
+        field, two positions with the same name, a value outside its range (``MAX_QUANTITY``,
+        ``PRICE_RANGE``, ...); the message names the file, the line, the position (``#i``,
+        1-based, and its name) and the field.
     """
     path = Path(path)
-    return parse_book(_read_toml(path), source=str(path))
+    data, text = _read_toml(path, "a [book] table and [[position]] entries")
+    return parse_book(data, source=str(path), text=text)
 
 
-def parse_book(data: Mapping[str, Any], *, source: str = "<book>") -> Book:
-    """Build a ``Book`` from the parsed TOML mapping (strict; see ``load_book``)."""
+def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
+               text: str | None = None) -> Book:
+    """Build a ``Book`` from the parsed TOML mapping (strict; see ``load_book``).
+
+    ``text`` (the file's text, optional) puts line numbers in the messages.
+    """
+    lines = _Lines(text)
+
+    def fail(message, key=None, table="book"):
+        return ValueError(f"{_at(source, lines.line(table, 0, key))}: "
+                          f"{'[book]: ' if table == 'book' else ''}{message}")
+
     extra = sorted(set(data) - {"book", "position"})
     if extra:
-        raise ValueError(f"{source}: unknown top-level key {extra[0]!r}; expected [book] and "
-                         "[[position]] tables")
+        raise fail(f"unknown top-level key {extra[0]!r}; expected [book] and [[position]] "
+                   "tables", extra[0], table="")
     header = data.get("book")
     if not isinstance(header, dict):
         raise ValueError(f"{source}: missing [book] table (fields: "
                          f"{', '.join(BOOK_HEADER_FIELDS)})")
     for k in header:
         if k not in BOOK_HEADER_FIELDS:
-            raise ValueError(f"{source}: [book]: unknown field {k!r}; valid fields: "
-                             f"{', '.join(BOOK_HEADER_FIELDS)}")
+            raise fail(f"unknown field {k!r}; valid fields: {', '.join(BOOK_HEADER_FIELDS)}", k)
     for k in ("name", "currency"):
         if k not in header:
-            raise ValueError(f"{source}: [book]: missing field {k!r}")
+            raise fail(f"missing field {k!r}")
     for k in ("name", "currency", "spot_source", "description"):
         if k in header and not isinstance(header[k], str):
-            raise ValueError(f"{source}: [book]: field {k!r} must be a string; got "
-                             f"{header[k]!r}")
+            raise fail(f"field {k!r} must be a string; got {header[k]!r}", k)
+    if not header["name"].strip():
+        raise fail(f"field 'name' must be a non-empty string; got {header['name']!r}", "name")
     try:
         _check_currency(header["currency"])
     except ValueError as exc:
-        raise ValueError(f"{source}: [book]: field 'currency': {exc}") from None
+        raise fail(f"field 'currency': {exc}", "currency") from None
     mult = header.get("multiplier", 1.0)
+    lo, hi = MULTIPLIER_RANGE
     if isinstance(mult, bool) or not isinstance(mult, int | float) or not (
-            math.isfinite(mult) and mult > 0):
-        raise ValueError(f"{source}: [book]: field 'multiplier' must be a positive number; "
-                         f"got {mult!r}")
+            math.isfinite(mult) and lo <= mult <= hi):
+        raise fail(f"field 'multiplier' must be a positive number in [{lo:g}, {hi:g}] (coins "
+                   f"per unit of quantity); got {mult!r}", "multiplier")
     entries = data.get("position")
     if entries is None:
         raise ValueError(f"{source}: no [[position]] entries")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ValueError(f"{source}: 'position' must be an array of tables ([[position]])")
-    positions = [parse_position(e, index=i, source=source) for i, e in enumerate(entries)]
-    if not positions:
+        raise fail("'position' must be an array of tables ([[position]])", "position",
+                   table="")
+    if not entries:
         raise ValueError(f"{source}: no [[position]] entries")
-    return Book(name=header["name"], currency=header["currency"], positions=tuple(positions),
-                multiplier=float(mult), spot_source=header.get("spot_source", ""),
-                description=header.get("description", ""))
+    trusted = lines.count("position") == len(entries)
+
+    def pos_line(i, key=None):
+        return lines.line("position", i, key) if trusted else None
+
+    positions = [parse_position(e, index=i, source=source, line=pos_line(i),
+                                key_lines={k: pos_line(i, k) for k in e})
+                 for i, e in enumerate(entries)]
+    dup = duplicate_names(positions)
+    if dup is not None:
+        i, j = dup
+        a, b = pos_line(i, "name"), pos_line(j, "name")
+        where = f"{source}, lines {a} and {b}" if a and b else source
+        raise ValueError(f"{where}: positions #{i + 1} and #{j + 1} are both named "
+                         f"{positions[j].name!r}: field 'name' must be unique within a book "
+                         "(reports and scenario tables are keyed by it)")
+    try:
+        return Book(name=header["name"], currency=header["currency"],
+                    positions=tuple(positions), multiplier=float(mult),
+                    spot_source=header.get("spot_source", ""),
+                    description=header.get("description", ""))
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
-def parse_position(entry: Mapping[str, Any], *, index: int = 0,
-                   source: str = "<book>") -> Position:
+def parse_position(entry: Mapping[str, Any], *, index: int = 0, source: str = "<book>",
+                   line: int | None = None,
+                   key_lines: Mapping[str, int | None] | None = None) -> Position:
     """One ``[[position]]`` table -> ``Position`` (``index`` is 0-based; messages say
-    ``#index+1``)."""
+    ``#index+1``; ``line`` and ``key_lines``, the lines of the entry's header and of each of
+    its keys, optional, put line numbers in the messages)."""
     name = entry.get("name")
-    where = f"{source}: position #{index + 1}" + (f" ({name!r})" if isinstance(name, str)
-                                                  else "")
+    label = f"position #{index + 1}" + (f" ({name!r})" if isinstance(name, str) else "")
 
     def fail(field_name, message):
-        return ValueError(f"{where}: field '{field_name}': {message}")
+        ln = (key_lines or {}).get(field_name) or line
+        return ValueError(f"{_at(source, ln)}: {label}: field '{field_name}': {message}")
 
     if "type" not in entry:
         raise fail("type", f"missing; one of {', '.join(POSITION_TYPES)}")
@@ -1051,7 +1294,10 @@ def parse_position(entry: Mapping[str, Any], *, index: int = 0,
     try:
         return Position(type=ptype, **kwargs)
     except PositionError as exc:
-        raise fail(exc.field, exc.detail) from None
+        raise fail(_FILE_NAMES.get(exc.field, exc.field), exc.detail) from None
+
+
+_FILE_NAMES = {v: k for k, v in _FILE_KEYS.items()}
 
 
 class ModelSpec(NamedTuple):
@@ -1066,6 +1312,8 @@ class ModelSpec(NamedTuple):
 
 MODEL_FILE_KEYS = ("model", "market", "name", "description", "source", "meta")
 """Top-level keys of a model file (``meta``: free-form, e.g. calibration statistics)."""
+
+_CALIBRATION_RESULT_KEYS = ("params", "converged", "rmse_iv", "settings")
 
 
 def load_model(path) -> ModelSpec:
@@ -1084,87 +1332,121 @@ def load_model(path) -> ModelSpec:
         div = 0.0                      # optional, default 0
 
     Raises:
-      ValueError: naming the file, the table and the field.
+      ValueError: naming the file, the line (where it can be found), the table and the
+        field: unreadable, empty or non-UTF-8 file, bad TOML/JSON, an unknown, missing or
+        out-of-domain field, a spot outside ``PRICE_RANGE``, ``|rate|`` or ``|div|`` above
+        ``MAX_RATE``.
     """
     path = Path(path)
+    expected = "a [model] table (type and parameters) and a [market] table (spot, rate, div)"
     if path.suffix.lower() == ".json":
+        text = read_text(path, expected=expected)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+            raise ValueError(f"{_at(path, exc.lineno)}: not valid JSON: {exc}") from None
     elif path.suffix.lower() == ".toml":
-        data = _read_toml(path)
+        data, text = _read_toml(path, expected)
     else:
         raise ValueError(f"{path}: a model file must end in .toml or .json")
-    return parse_model_spec(data, source=str(path))
+    return parse_model_spec(data, source=str(path), text=text)
 
 
-def parse_model_spec(data: Mapping[str, Any], *, source: str = "<model>") -> ModelSpec:
-    """Build the model and market from a parsed model file (strict; see ``load_model``)."""
+def _number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+
+def parse_model_spec(data: Mapping[str, Any], *, source: str = "<model>",
+                     text: str | None = None) -> ModelSpec:
+    """Build the model and market from a parsed model file (strict; see ``load_model``).
+
+    ``text`` (the file's text, optional) puts line numbers in the messages.
+    """
+    lines = _Lines(text)
+
+    def fail(message, table="", key=None):
+        prefix = f"[{table}]: " if table else ""
+        return ValueError(f"{_at(source, lines.line(table, 0, key))}: {prefix}{message}")
+
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a table/object at the top level")
     for k in data:
         if k not in MODEL_FILE_KEYS:
-            raise ValueError(f"{source}: unknown top-level key {k!r}; valid keys: "
-                             f"{', '.join(MODEL_FILE_KEYS)}")
+            hint = ""
+            if isinstance(data.get("model"), str) and any(
+                    c in data for c in _CALIBRATION_RESULT_KEYS):
+                hint = ("; this looks like a calibration result (qmr calibrate's "
+                        "result.json), not a model file: copy its 'params' into a [model] "
+                        f"table with type = {data['model'].lower()!r} and add a [market] "
+                        "table (spot, rate, div)")
+            raise fail(f"unknown top-level key {k!r}; valid keys: "
+                       f"{', '.join(MODEL_FILE_KEYS)}{hint}", key=k)
     types = {cls.__name__.lower(): cls for cls in MODELS}
     m = data.get("model")
     if not isinstance(m, dict):
-        raise ValueError(f"{source}: missing [model] table (type and parameters)")
+        raise fail("missing [model] table (type and parameters)"
+                   if m is None else f"'model' must be a table (type and parameters); got "
+                   f"{m!r}", key="model")
     if "type" not in m:
-        raise ValueError(f"{source}: [model]: missing field 'type' (one of "
-                         f"{', '.join(types)})")
+        raise fail(f"missing field 'type' (one of {', '.join(types)})", "model")
     cls = types.get(str(m["type"]).lower()) if isinstance(m["type"], str) else None
     if cls is None:
-        raise ValueError(f"{source}: [model]: field 'type': unknown model {m['type']!r}; "
-                         f"choose one of {', '.join(types)}")
+        raise fail(f"field 'type': unknown model {m['type']!r}; choose one of "
+                   f"{', '.join(types)}", "model", "type")
     params = {}
     for k, v in m.items():
         if k == "type":
             continue
         if k not in cls._fields:
-            raise ValueError(f"{source}: [model]: unknown field {k!r} for {cls.__name__}; "
-                             f"parameters: {', '.join(cls._fields)}")
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"{source}: [model]: field {k!r} must be a finite number; "
-                             f"got {v!r}")
+            raise fail(f"unknown field {k!r} for {cls.__name__}; parameters: "
+                       f"{', '.join(cls._fields)}", "model", k)
+        if not _number(v):
+            raise fail(f"field {k!r} must be a finite number; got {v!r}", "model", k)
         params[k] = float(v)
     missing = [f for f in cls._fields if f not in params]
     if missing:
-        raise ValueError(f"{source}: [model]: missing field {missing[0]!r} for "
-                         f"{cls.__name__}; parameters: {', '.join(cls._fields)}")
+        raise fail(f"missing field {missing[0]!r} for {cls.__name__}; parameters: "
+                   f"{', '.join(cls._fields)}", "model")
     model = cls(**params)
     try:
         model.validate()
     except ValueError as exc:
         field_name = str(exc).split(" ", 1)[0].split(".")[-1]
-        raise ValueError(f"{source}: [model]: field {field_name!r}: {exc}") from None
+        raise fail(f"field {field_name!r}: {exc}", "model", field_name) from None
     mk = data.get("market")
     if not isinstance(mk, dict):
-        raise ValueError(f"{source}: missing [market] table (spot, rate, div)")
+        raise fail("missing [market] table (spot, rate, div)"
+                   if mk is None else f"'market' must be a table (spot, rate, div); got "
+                   f"{mk!r}", key="market")
     for k, v in mk.items():
         if k not in Market._fields:
-            raise ValueError(f"{source}: [market]: unknown field {k!r}; fields: "
-                             f"{', '.join(Market._fields)}")
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"{source}: [market]: field {k!r} must be a finite number; "
-                             f"got {v!r}")
+            raise fail(f"unknown field {k!r}; fields: {', '.join(Market._fields)}", "market",
+                       k)
+        if not _number(v):
+            raise fail(f"field {k!r} must be a finite number; got {v!r}", "market", k)
     if "spot" not in mk:
-        raise ValueError(f"{source}: [market]: missing field 'spot'")
+        raise fail("missing field 'spot'", "market")
+    lo, hi = PRICE_RANGE
+    if not lo <= mk["spot"] <= hi:
+        raise fail(f"field 'spot' must be a positive USD price in [{lo:g}, {hi:g}]; got "
+                   f"{mk['spot']!r}", "market", "spot")
+    for k in ("rate", "div"):
+        if abs(mk.get(k, 0.0)) > MAX_RATE:
+            raise fail(f"field {k!r} must be a continuous rate per year in [{-MAX_RATE:g}, "
+                       f"{MAX_RATE:g}] ({MAX_RATE:g} = {100 * MAX_RATE:g}% a year); got "
+                       f"{mk[k]!r}", "market", k)
     market = Market(float(mk["spot"]), float(mk.get("rate", 0.0)), float(mk.get("div", 0.0)))
     try:
         market.validate()
     except ValueError as exc:
         field_name = str(exc).split(" ", 1)[0].split(".")[-1]
-        raise ValueError(f"{source}: [market]: field {field_name!r}: {exc}") from None
+        raise fail(f"field {field_name!r}: {exc}", "market", field_name) from None
     for k in ("name", "description", "source"):
         if k in data and not isinstance(data[k], str):
-            raise ValueError(f"{source}: field {k!r} must be a string; got {data[k]!r}")
+            raise fail(f"field {k!r} must be a string; got {data[k]!r}", key=k)
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
-        raise ValueError(f"{source}: field 'meta' must be a table")
+        raise fail("field 'meta' must be a table", key="meta")
     return ModelSpec(model, market, data.get("name", cls.__name__), source, meta)
 
 
@@ -1183,6 +1465,16 @@ __all__ = [
     "parse_expiry",
     "load_model",
     "parse_model_spec",
+    "read_text",
+    "duplicate_names",
+    "unique_labels",
+    "MAX_QUANTITY",
+    "PRICE_RANGE",
+    "MAX_CASH",
+    "MULTIPLIER_RANGE",
+    "MAX_EXPIRY_YEARS",
+    "MAX_STEPS",
+    "MAX_RATE",
     "POSITION_TYPES",
     "OPTION_TYPES",
     "MC_TYPES",
