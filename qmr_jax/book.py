@@ -118,8 +118,6 @@ MAX_EXPIRY_YEARS = 10.0
 """Longest expiry of a position, years."""
 MAX_STEPS = 100_000
 """Most simulation steps of a Monte Carlo position."""
-MAX_RATE = 2.0
-"""Largest ``|rate|`` and ``|div|`` of a model file's market (continuous, per year: 200%)."""
 
 
 class PositionError(ValueError):
@@ -1334,8 +1332,8 @@ def load_model(path) -> ModelSpec:
     Raises:
       ValueError: naming the file, the line (where it can be found), the table and the
         field: unreadable, empty or non-UTF-8 file, bad TOML/JSON, an unknown, missing or
-        out-of-domain field, a spot outside ``PRICE_RANGE``, ``|rate|`` or ``|div|`` above
-        ``MAX_RATE``.
+        out-of-domain field (``Market.validate`` bounds ``rate`` and ``div``), a spot outside
+        ``PRICE_RANGE``.
     """
     path = Path(path)
     expected = "a [model] table (type and parameters) and a [market] table (spot, rate, div)"
@@ -1430,11 +1428,6 @@ def parse_model_spec(data: Mapping[str, Any], *, source: str = "<model>",
     if not lo <= mk["spot"] <= hi:
         raise fail(f"field 'spot' must be a positive USD price in [{lo:g}, {hi:g}]; got "
                    f"{mk['spot']!r}", "market", "spot")
-    for k in ("rate", "div"):
-        if abs(mk.get(k, 0.0)) > MAX_RATE:
-            raise fail(f"field {k!r} must be a continuous rate per year in [{-MAX_RATE:g}, "
-                       f"{MAX_RATE:g}] ({MAX_RATE:g} = {100 * MAX_RATE:g}% a year); got "
-                       f"{mk[k]!r}", "market", k)
     market = Market(float(mk["spot"]), float(mk.get("rate", 0.0)), float(mk.get("div", 0.0)))
     try:
         market.validate()
@@ -1474,7 +1467,6 @@ __all__ = [
     "MULTIPLIER_RANGE",
     "MAX_EXPIRY_YEARS",
     "MAX_STEPS",
-    "MAX_RATE",
     "POSITION_TYPES",
     "OPTION_TYPES",
     "MC_TYPES",

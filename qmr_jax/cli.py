@@ -20,8 +20,10 @@ Subcommands:
 This is the only place that reads argv. Numeric subcommands switch JAX to float64 before
 doing any work (the library itself never changes global configuration). Bad user input
 (unknown model or parameter, a missing parameter, a malformed number, parameters outside
-their domain) is reported as one ``qmr <command>: error: ...`` line on stderr with exit
-status 2, never a traceback.
+their domain or beyond physically meaningful ranges, a bad book, model or scenario file, an
+``--out`` folder that cannot be written) is reported as one ``qmr <command>: error: ...`` line
+on stderr with exit status 2, never a traceback. ``--out`` is checked first
+(``check_out_dir``), before anything is loaded or compiled.
 
 Adding a subcommand: write ``_configure_x(parser)`` and ``_run_x(args) -> int`` and append a
 ``Command`` to ``COMMANDS``; parsing helpers (``parse_model``, ``parse_floats``,
@@ -158,6 +160,60 @@ def parse_model(name: str, params: str):
     return model
 
 
+def check_out_dir(path, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be written, before any work is done.
+
+    Refused: an empty path, an existing file, a path under a file, a place where the folder
+    or a file in it cannot be created (read-only file system, permissions). The check creates
+    what is missing and writes a probe file, then removes both again, so nothing is left
+    behind. Used by ``main`` for every command with an ``--out`` option.
+
+    Raises:
+      UsageError: naming the flag, the path and the reason.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    text = str(path)
+    if not text.strip():
+        raise UsageError(f"{flag}: empty path; give an output folder")
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag}: {text!r} exists and is not a folder")
+    created: list[Path] = []
+    try:
+        missing = []
+        base = out.absolute()
+        while not base.exists() and not base.is_symlink() and base != base.parent:
+            missing.append(base)
+            base = base.parent
+        if base.exists() and not base.is_dir():
+            raise UsageError(f"{flag}: cannot create the folder {text!r}: {str(base)!r} is a "
+                             "file, not a folder")
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+        fd, probe = tempfile.mkstemp(prefix=".qmr-write-check-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot write to {text!r}: {exc.strerror or exc}") from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def check_range(value: float, what: str, lo: float, hi: float, unit: str) -> float:
+    """``value`` if ``lo <= value <= hi``, else ``UsageError`` naming ``what`` and the range."""
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise UsageError(f"{what}: {value:g} is outside [{lo:g}, {hi:g}] ({unit})")
+    return value
+
+
 def _nonnegative_int(text: str) -> int:
     try:
         value = int(text)
@@ -183,12 +239,7 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .demo import run_demo
-
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
 
     run_demo(args.out, seed=args.seed, quick=args.quick, log=lambda s: print(s, flush=True))
     return 0
@@ -235,6 +286,7 @@ def _run_price(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
     import numpy as np
 
+    from .book import MAX_EXPIRY_YEARS, PRICE_RANGE
     from .models import Market
     from .pricing.black import IV_OK, implied_vol
     from .pricing.fourier import fourier_price
@@ -249,13 +301,20 @@ def _run_price(args: argparse.Namespace) -> int:
     try:
         market.validate()
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        field = str(exc).split(" ", 1)[0].split(".")[-1]
+        raise UsageError(f"--{field}: {exc}") from None
+    lo, hi = PRICE_RANGE
+    check_range(float(market.spot), "--spot", lo, hi, "a USD price")
     strikes = np.asarray(parse_floats(args.strikes, "--strikes"))
     expiries = np.asarray(parse_expiries(args.expiries))
     if np.any(strikes <= 0):
         raise UsageError(f"--strikes must be positive; got {strikes[strikes <= 0][0]:g}")
     if np.any(expiries <= 0):
         raise UsageError(f"--expiries must be positive; got {expiries[expiries <= 0][0]:g}")
+    for k_ in strikes:
+        check_range(float(k_), "--strikes", lo, hi, "a USD price")
+    for t_ in expiries:
+        check_range(float(t_), "--expiries", 0.0, MAX_EXPIRY_YEARS, "years")
 
     t = np.repeat(expiries, strikes.size)
     k = np.tile(strikes, expiries.size)
@@ -264,6 +323,12 @@ def _run_price(args: argparse.Namespace) -> int:
     both = np.stack([np.ones_like(k, bool), np.zeros_like(k, bool)])
     prices = np.asarray(fourier_price(model, market, k, t, both, method=args.method))
     calls, puts = prices
+    bad = ~(np.isfinite(calls) & np.isfinite(puts))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UsageError(f"{type(model).__name__} gives no finite price for {int(bad.sum())} "
+                         f"of {bad.size} options, first at strike {k[i]:g}, expiry "
+                         f"{t[i] * 365.0:g} days ({args.method}); check the parameters")
     otm_call = k >= fwd
     vols, status = implied_vol(np.where(otm_call, calls, puts), fwd, k, t, otm_call, disc,
                                return_status=True)
@@ -346,16 +411,10 @@ def _configure_sensitivities(p: argparse.ArgumentParser) -> None:
 def _run_sensitivities(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .book import DEFAULT_MC_PATHS, load_book, load_model
+    from .book import DEFAULT_MC_PATHS
     from .report.sensitivity import sensitivity_report
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
-    try:
-        book = load_book(args.book)
-        spec = load_model(args.model)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    book, spec = _book_and_model(args)
     n_paths = args.paths or DEFAULT_MC_PATHS
     print(f"book {book.name!r}: {len(book)} positions ({book.currency}); model "
           f"{spec.name}; spot {float(spec.market.spot):,.2f}; seed {args.seed}", flush=True)
@@ -824,6 +883,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(exc: BaseException) -> str:
+    """One line: the message of a ``UsageError``/``ValueError``; the file and the reason of an
+    ``OSError``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``qmr`` command line; returns the exit status (0 ok, 2 bad input; ``calibrate``
     returns 1 when the solver did not converge)."""
@@ -833,14 +902,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     cmd: Command = args._command
-    if cmd.numeric:
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
     try:
+        if getattr(args, "out", None) is not None:
+            check_out_dir(args.out)
+        if cmd.numeric:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
         return cmd.run(args)
-    except UsageError as exc:
-        print(f"qmr {cmd.name}: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"qmr {cmd.name}: error: {_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"qmr {cmd.name}: interrupted", file=sys.stderr)

@@ -280,6 +280,7 @@ def sensitivity_report(
     names = ("spot", "rate", "div", *model._fields)
     grad_pos = np.asarray(sens, np.float64)  # [n, inputs]
     values = np.asarray(risk.value, np.float64)
+    _check_finite(book, model, values, np.asarray(risk.gradient, np.float64))
     base = float(values.sum())
     log(f"  valued {len(book)} positions and their derivatives in "
         f"{time.perf_counter() - t0:.1f} s (incl. compilation)")
@@ -444,6 +445,21 @@ def sensitivity_report(
     _write_html(out, summary, positions, parameters, pp, ladders_df, inverse, book)
     log(f"  wrote {out / 'report.html'} ({wall:.1f} s)")
     return summary
+
+
+def _check_finite(book: Book, model, values: np.ndarray, gradient: np.ndarray) -> None:
+    """``ValueError`` naming the positions whose value or first-order Greeks (spot, vol, rate,
+    time) are not finite, instead of a report of NaN or inf totals."""
+    bad = ~np.isfinite(values) | ~np.isfinite(gradient).all(axis=-1)
+    if not bad.any():
+        return
+    labels = book.labels
+    idx = np.flatnonzero(bad)
+    names = ", ".join(
+        f"#{i + 1} ({labels[i]!r}: value {values[i]!r})" for i in idx[:3])
+    more = f" and {idx.size - 3} more" if idx.size > 3 else ""
+    raise ValueError(f"book {book.name!r}: {idx.size} position(s) have no finite value or "
+                     f"Greeks under {_model_label(model)}: {names}{more}")
 
 
 def _mc_options(book: Book, options) -> dict:
