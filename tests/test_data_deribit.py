@@ -99,13 +99,16 @@ def test_bad_files_give_clear_errors(tmp_path, rng):
     raw = _synthetic_raw(rng, n_expiries=1, n_strikes=3)
     bad = tmp_path / "missing.csv"
     raw.drop(columns=["strike", "underlying"]).to_csv(bad, index=False)
-    with pytest.raises(ValueError, match=r"missing.csv: missing column\(s\) underlying, strike"):
+    with pytest.raises(ValueError,
+                       match=r"missing.csv: missing column\(s\) 'underlying', 'strike'"):
         D.load_deribit(bad)
     bad = tmp_path / "negative.csv"
     r = raw.copy()
     r.loc[3, "strike"] = -5.0
     r.to_csv(bad, index=False)
-    with pytest.raises(ValueError, match=r"negative.csv: row 3 .*strike must be a finite positive"):
+    # the file's own line number: data row 3 is line 5 (the header is line 1)
+    with pytest.raises(ValueError,
+                       match=r"negative.csv: line 5 .*'strike' must be a finite positive"):
         D.load_deribit(bad)
     bad = tmp_path / "garbage.parquet"
     bad.write_bytes(b"not a parquet file")

@@ -4,8 +4,10 @@ stress episodes) behind historical replays."""
 
 from .deribit import (
     CHAIN_COLUMNS,
+    INTEGRITY_REASONS,
     REASONS,
     CleaningRules,
+    check_integrity,
     clean_chain,
     cleaning_summary,
     default_data_dir,
@@ -33,7 +35,8 @@ from .synthetic import (
 )
 
 __all__ = [
-    "CHAIN_COLUMNS", "REASONS", "CleaningRules", "clean_chain", "cleaning_summary",
+    "CHAIN_COLUMNS", "INTEGRITY_REASONS", "REASONS", "CleaningRules", "check_integrity",
+    "clean_chain", "cleaning_summary",
     "default_data_dir", "drop_reasons", "format_cleaning_summary", "list_snapshots",
     "load_deribit", "normalise_deribit", "read_deribit_raw",
     "synthetic_chain", "deribit_expiries", "deribit_strikes", "default_half_spread_iv",
