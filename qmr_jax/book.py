@@ -1211,8 +1211,9 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
     if entries is None:
         raise ValueError(f"{source}: no [[position]] entries")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise fail("'position' must be an array of tables ([[position]])", "position",
-                   table="")
+        line = lines.line("", 0, "position") or lines.line("position", 0)
+        raise ValueError(f"{_at(source, line)}: 'position' must be an array of tables "
+                         "([[position]] entries)")
     if not entries:
         raise ValueError(f"{source}: no [[position]] entries")
     trusted = lines.count("position") == len(entries)
@@ -1223,6 +1224,12 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
     positions = [parse_position(e, index=i, source=source, line=pos_line(i),
                                 key_lines={k: pos_line(i, k) for k in e})
                  for i, e in enumerate(entries)]
+    for i, p in enumerate(positions):
+        if abs(p.quantity) * mult > MAX_QUANTITY:
+            raise ValueError(f"{_at(source, pos_line(i, 'quantity'))}: position #{i + 1} "
+                             f"({p.label!r}): field 'quantity': {p.quantity:g} x multiplier "
+                             f"{mult:g} = {abs(p.quantity) * mult:g} coins is beyond "
+                             f"{MAX_QUANTITY:g}")
     dup = duplicate_names(positions)
     if dup is not None:
         i, j = dup
@@ -1279,9 +1286,14 @@ def parse_position(entry: Mapping[str, Any], *, index: int = 0, source: str = "<
             v = v == "call"
         elif k == "expiry":
             try:
-                v = parse_expiry(v)
+                years = parse_expiry(v)
             except ValueError as exc:
                 raise fail(k, str(exc)) from None
+            if not (math.isfinite(years) and 0 < years <= MAX_EXPIRY_YEARS):
+                why = " (a past expiry is not a position)" if years <= 0 else ""
+                raise fail(k, f"must be a positive time to expiry of at most "
+                           f"{MAX_EXPIRY_YEARS:g} years{why}; got {v!r}")
+            v = years
         elif k == "steps":
             if isinstance(v, bool) or not isinstance(v, int):
                 raise fail(k, f"must be a positive integer; got {v!r}")

@@ -441,3 +441,166 @@ def test_batch_values_equal_pointwise_values(book, valuer):
             ref = np.asarray(valuer(MODEL._replace(v0=v * v), MARKET._replace(spot=s),
                                     3 / 365))
             np.testing.assert_allclose(got[i, j], ref, rtol=1e-9, atol=1e-9 * s)
+
+
+# ------------------------------------------------------------------------------------------
+# input integrity: defaults, duplicates, ranges, file encodings
+
+BARRIER_NO_REBATE = """
+[book]
+name = "b"
+currency = "BTC"
+
+[[position]]
+name = "uo"
+type = "barrier"
+call_put = "call"
+strike = 65000
+barrier = 80000
+barrier_kind = "up-and-out"
+expiry = "90d"
+quantity = 2
+
+[[position]]
+name = "dig"
+type = "digital"
+call_put = "put"
+strike = 55000
+expiry = "30d"
+quantity = 1
+"""
+
+
+def test_optional_rebate_and_cash_take_their_documented_defaults(tmp_path):
+    b = load_book(_write(tmp_path, BARRIER_NO_REBATE))
+    uo, dig = b.positions
+    assert uo.rebate == 0.0 and dig.cash == 1.0
+    # the payoffs are those of the explicit defaults (the valuation sees the same objects)
+    explicit = Position.barrier_option(65_000.0, uo.expiry, 80_000.0, "up-and-out", True, 2.0,
+                                       rebate=0.0, name="uo")
+    assert uo == explicit
+    assert repr(uo.payoff()) == repr(explicit.payoff())
+    assert float(uo.payoff().rebate) == 0.0
+    assert float(dig.payoff().cash) == 1.0
+    direct = Position("barrier", 1.0, None, True, 60_000.0, 0.1, barrier=70_000.0,
+                      barrier_kind="up-and-in")
+    assert direct.rebate == 0.0
+
+
+def test_duplicate_names_are_refused_naming_both_positions(tmp_path):
+    text = GOOD + ('\n[[position]]\nname = "p1"\ntype = "spot"\nquantity = 1\n'
+                   '\n[[position]]\nname = "c1"\ntype = "spot"\nquantity = 2\n')
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError) as info:
+        load_book(path)
+    msg = str(info.value)
+    lines = text.splitlines()
+    first, second = (i + 1 for i, s in enumerate(lines) if s == 'name = "c1"')
+    assert msg.startswith(f"{path}, lines {first} and {second}:"), msg
+    assert "positions #1 and #3" in msg and "'c1'" in msg
+    with pytest.raises(ValueError, match=r"positions #1 and #2 are both named 'x'"):
+        Book("b", "BTC", (Position.spot(1.0, name="x"), Position.spot(2.0, name="x")))
+    with pytest.raises(ValueError, match="positions #2 and #3"):
+        Book("b", "BTC", (Position.spot(1.0, name="a"), Position.spot(2.0, name="x"),
+                          Position.spot(3.0, name=" x ")))
+
+
+def test_unnamed_equal_positions_get_unique_labels():
+    b = Book("b", "BTC", (Position.spot(1.0), Position.european(60_000.0, 30 / 365.0),
+                          Position.spot(2.0), Position.european(60_000.0, 30 / 365.0),
+                          Position.spot(3.0, name="spot")))
+    assert b.labels == ["spot #1", "call 60000 30d #2", "spot #3", "call 60000 30d #4",
+                        "spot"]
+    assert len(set(b.labels)) == len(b)
+    # a name that equals a numbered generated label cannot be told apart: refused
+    with pytest.raises(ValueError, match="both labelled 'spot #1'"):
+        Book("b", "BTC", (Position.spot(1.0), Position.spot(2.0),
+                          Position.spot(3.0, name="spot #1")))
+
+
+@pytest.mark.parametrize(
+    ("make", "field_name"),
+    [
+        (lambda: Position.spot(1e308), "quantity"),
+        (lambda: Position.spot(-2e9), "quantity"),
+        (lambda: Position.european(1e300, 0.1), "strike"),
+        (lambda: Position.european(1e-12, 0.1), "strike"),
+        (lambda: Position.european(60_000.0, 11.0), "expiry"),
+        (lambda: Position.perpetual(1.0, 1e12), "entry"),
+        (lambda: Position.digital(60_000.0, 0.1, cash=1e300), "cash"),
+        (lambda: Position.barrier_option(60_000.0, 0.1, 1e300), "barrier"),
+        (lambda: Position.barrier_option(60_000.0, 0.1, 7e4, rebate=1e300), "rebate"),
+        (lambda: Position.asian(60_000.0, 0.1, steps=10**9), "steps"),
+        (lambda: Position.spot(1.0, name=" "), "name"),
+    ],
+)
+def test_physically_meaningless_values_are_refused(make, field_name):
+    with pytest.raises(ValueError, match=f"field '{field_name}'"):
+        make()
+
+
+def test_book_multiplier_and_notional_bounds():
+    with pytest.raises(ValueError, match="multiplier"):
+        Book("b", "BTC", (Position.spot(1.0),), multiplier=1e300)
+    with pytest.raises(ValueError, match=r"position #2 \('big'\): quantity x multiplier"):
+        Book("b", "BTC", (Position.spot(1.0), Position.spot(2e5, name="big")),
+             multiplier=1e5)
+    # the largest book the bounds allow still has finite totals
+    b = Book("b", "BTC", (Position.spot(1e9, name="s"), Position.perpetual(-1e9, 1e9)))
+    assert np.isfinite(np.asarray(b.value(GBM, qmr.Market(1e9, 0.0)))).all()
+
+
+def test_book_header_errors_name_the_file(tmp_path):
+    path = _write(tmp_path, GOOD.replace('name = "b"', 'name = "  "'))
+    with pytest.raises(ValueError) as info:
+        load_book(path)
+    assert str(info.value).startswith(f"{path}, line 3: [book]: field 'name'"), info.value
+
+
+def test_position_errors_give_the_line_of_the_field(tmp_path):
+    text = GOOD + '\n[[position]]\nname = "p"\ntype = "spot"\n\nquantity = "2"\n'
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError) as info:
+        load_book(path)
+    line = text.splitlines().index('quantity = "2"') + 1
+    assert str(info.value).startswith(f"{path}, line {line}: position #2 ('p'): field "
+                                      "'quantity'"), info.value
+
+
+def test_encodings(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_book(path).name == "b"  # a UTF-8 byte-order mark is fine
+    path.write_bytes(GOOD.replace('"c1"', '"\xe9t\xe9"').encode("latin-1"))
+    with pytest.raises(ValueError) as info:
+        load_book(path)
+    line = GOOD.splitlines().index('name = "c1"') + 1
+    assert str(info.value).startswith(f"{path}, line {line}: not UTF-8"), info.value
+    model = tmp_path / "m.json"
+    model.write_bytes(b'{"model": {"type": "gbm", "sigma": 0.5},\n "name": "\xff"}')
+    with pytest.raises(ValueError, match=r"m.json, line 2: not UTF-8"):
+        load_model(model)
+
+
+def test_calibration_result_is_not_a_model_file(tmp_path):
+    import json
+
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"model": "Bates", "params": {"v0": 0.3}, "converged": True},
+                               indent=2))
+    with pytest.raises(ValueError) as info:
+        load_model(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}, line 3: unknown top-level key 'params'"), msg
+    assert "calibration result" in msg and "type = 'bates'" in msg
+
+
+def test_model_file_market_bounds(tmp_path):
+    for edit, needle in [("spot = 60000.0", "spot = 1e300"), ("rate = 0.04", "rate = 100.0")]:
+        path = _write(tmp_path, MODEL_TOML.replace(edit, needle), "model.toml")
+        with pytest.raises(ValueError) as info:
+            load_model(path)
+        field_name = needle.split(" ")[0]
+        line = MODEL_TOML.replace(edit, needle).splitlines().index(needle) + 1
+        assert str(info.value).startswith(f"{path}, line {line}: [market]: field "
+                                          f"'{field_name}'"), info.value
