@@ -315,3 +315,46 @@ def test_version_as_module():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == f"qmr_jax {qmr_jax.__version__}"
+
+
+def test_out_is_checked_without_leaving_anything_behind(tmp_path):
+    from qmr_jax.cli import UsageError, check_out_dir
+
+    check_out_dir(tmp_path / "a" / "b" / "c")
+    assert list(tmp_path.iterdir()) == []  # the folders made for the check are gone
+    (tmp_path / "d").mkdir()
+    check_out_dir(tmp_path / "d")
+    assert list((tmp_path / "d").iterdir()) == []
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    for path, needle in [(target, "exists and is not a folder"),
+                         (target / "sub" / "dir", f"{str(target)!r} is a file"),
+                         ("/proc/qmr-out", "cannot write"), ("", "empty path")]:
+        with pytest.raises(UsageError, match="--out") as info:
+            check_out_dir(path)
+        assert needle in str(info.value), info.value
+
+
+def test_errors_inside_a_command_are_one_line(monkeypatch, capsys):
+    import errno
+
+    from qmr_jax import cli
+
+    def boom(args):
+        raise args.error
+
+    cmd = cli.Command("boom", "fails", lambda p: p.add_argument("--out", default=None),
+                      boom, numeric=False)
+    monkeypatch.setattr(cli, "COMMANDS", [cmd])
+    for error, needle in [
+        (ValueError("book.toml, line 3: bad\nsecond line"), "book.toml, line 3: bad second line"),
+        (PermissionError(errno.EACCES, "Permission denied", "/x/y.csv"),
+         "/x/y.csv: Permission denied"),
+    ]:
+        monkeypatch.setattr(cli.argparse.Namespace, "error", error, raising=False)
+        assert main(["boom"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"qmr boom: error: {needle}\n"
+    # --out is checked before the command runs
+    assert main(["boom", "--out", "/proc/qmr-out"]) == 2
+    assert "qmr boom: error: --out" in capsys.readouterr().err

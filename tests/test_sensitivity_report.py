@@ -188,3 +188,23 @@ def test_bad_model_and_paths_exit_2(tmp_path, capsys):
     assert code == 2 and "is not a folder" in err
     assert main(["sensitivities", "--book", str(EXAMPLE_BOOK)]) == 2  # --model missing
     assert main(["sensitivities", "--book", "b", "--model", "m", "--paths", "0"]) == 2
+
+
+def test_non_finite_values_are_refused_naming_the_positions():
+    from qmr_jax.report.sensitivity import _check_finite
+
+    book = Book("b", "BTC", (Position.spot(1.0, name="s"), Position.spot(2.0),
+                             Position.perpetual(1.0, 60_000.0, name="perp")))
+    model = qmr.GBM(0.6)
+    ok = np.array([60_000.0, 120_000.0, 0.0])
+    _check_finite(book, model, ok, np.ones((3, 4)))
+    with pytest.raises(ValueError) as info:
+        _check_finite(book, model, np.array([1.0, np.nan, np.inf]), np.ones((3, 4)))
+    msg = str(info.value)
+    assert "2 position(s)" in msg and "#2 ('spot', value nan)" in msg
+    assert "#3 ('perp', value inf)" in msg
+    assert "GBM(sigma=0.6)" in msg and "#1" not in msg
+    grad = np.ones((3, 4))
+    grad[0, 1] = np.nan  # a NaN vega
+    with pytest.raises(ValueError, match=r"1 position\(s\).*#1 \('s'"):
+        _check_finite(book, model, ok, grad)

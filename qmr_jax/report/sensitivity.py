@@ -456,7 +456,7 @@ def _check_finite(book: Book, model, values: np.ndarray, gradient: np.ndarray) -
     labels = book.labels
     idx = np.flatnonzero(bad)
     names = ", ".join(
-        f"#{i + 1} ({labels[i]!r}: value {values[i]!r})" for i in idx[:3])
+        f"#{i + 1} ({labels[i]!r}, value {float(values[i])!r})" for i in idx[:3])
     more = f" and {idx.size - 3} more" if idx.size > 3 else ""
     raise ValueError(f"book {book.name!r}: {idx.size} position(s) have no finite value or "
                      f"Greeks under {_model_label(model)}: {names}{more}")
