@@ -339,14 +339,42 @@ def load_scenario(path) -> Scenario:
     """Read and validate one scenario file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ScenarioError(f"{p}: cannot read the file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        key = _key_at(raw.decode("utf-8", errors="replace").splitlines(), line)
+        raise ScenarioError(f"{p}: line {line}, column {col}{key}: byte "
+                            f"0x{raw[exc.start]:02x} is not UTF-8; a scenario file must be "
+                            "UTF-8 text (save it as UTF-8)") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte-order mark some editors write
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
     return parse_scenario(data, source=str(p), path=p)
+
+
+_HEADER_LINE = re.compile(r"^\s*\[+\s*([A-Za-z0-9_.\-]+)\s*\]+")
+_KEY_LINE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*=")
+
+
+def _key_at(lines: list[str], line: int) -> str:
+    """``" (key shock.spot)"``: the dotted key set on a 1-based line, or ``""``."""
+    m = _KEY_LINE.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    if not m:
+        return ""
+    table = ""
+    for text in lines[:line - 1]:
+        h = _HEADER_LINE.match(text)
+        if h:
+            table = h.group(1) + "."
+    return f" (key {table}{m.group(1)})"
 
 
 def load_scenarios(paths) -> list[Scenario]:
