@@ -46,8 +46,17 @@ forward mode.
 Files: ``load_book(path)`` reads a TOML book (``[book]`` header and ``[[position]]`` entries,
 see ``BOOK_FIELDS``); ``load_model(path)`` a TOML or JSON model file (``[model]`` with ``type``
 and parameters, ``[market]`` with ``spot``, ``rate``, ``div``). Parsing is strict: an unknown,
-missing or bad field raises ``ValueError`` naming the file, the position (1-based ``#i`` and
-its ``name``) and the field.
+missing or bad field raises ``ValueError`` naming the file, the line, the position (1-based
+``#i`` and its ``name``) and the field; so do a file that is empty or not UTF-8 (with the line
+of the first bad byte) and two positions with the same ``name`` (both lines: reports and
+scenario tables are keyed by the positions' labels). Values outside physically meaningful
+ranges are refused, in files and in ``Position``/``Book`` alike: ``|quantity|`` and
+``|quantity| x multiplier`` at most ``MAX_QUANTITY`` coins, prices (strike, barrier, entry,
+spot) in ``PRICE_RANGE``, ``cash`` and ``rebate`` at most ``MAX_CASH``, expiries in
+``(0, MAX_EXPIRY_YEARS]``, ``multiplier`` in ``MULTIPLIER_RANGE``; so a book's totals are
+always finite numbers. Optional fields left out take their documented defaults
+(``rebate = 0``, ``cash = 1``, ``settlement = "usd"``). Unnamed positions whose generated
+labels coincide are told apart by their index (``Book.labels``).
 
 Example::
 
@@ -978,12 +987,13 @@ BOOK_HEADER_FIELDS = {
 """Fields of the ``[book]`` table."""
 
 BOOK_FIELDS = {
-    "name": "label (optional)",
+    "name": "label, unique within the book (optional)",
     "type": "european, digital, asian, barrier, lookback, spot, perpetual or future",
-    "quantity": "coins, negative for short (required)",
+    "quantity": "coins, negative for short (required; at most 1e9 in size)",
     "call_put": "'call' or 'put' (options)",
-    "strike": "USD (options; optional for a lookback: floating strike)",
-    "expiry": "years, or a string with a unit: '30d', '2w', '0.5y' (options, futures)",
+    "strike": "USD, in [1e-8, 1e9] (options; optional for a lookback: floating strike)",
+    "expiry": "years, or a string with a unit: '30d', '2w', '0.5y'; at most 10 years "
+              "(options, futures)",
     "settlement": "'usd' (default) or 'inverse' (options)",
     "cash": "USD paid by a digital (default 1)",
     "barrier": "barrier level, USD (barrier)",
