@@ -522,13 +522,18 @@ def _run_stress(args: argparse.Namespace) -> int:
     from .report.stress import stress_report, stress_table
     from .stress.run import stress
 
+    if args.paths is not None and args.paths < 2:
+        raise UsageError(f"--paths {args.paths}: path scenarios need at least 2 paths")
     book, spec = _book_and_model(args)
     scenarios = _scenario_args(args.scenarios)
     print(f"book {book.name!r}: {len(book)} positions; model {spec.name}; "
           f"{len(scenarios)} scenario(s); seed {args.seed}", flush=True)
-    run = stress(book, spec.model, spec.market, scenarios, key=jax.random.key(args.seed),
-                 n_paths=args.paths,
-                 progress=lambda i, n, name: print(f"  [{i + 1}/{n}] {name}", flush=True))
+    try:
+        run = stress(book, spec.model, spec.market, scenarios, key=jax.random.key(args.seed),
+                     n_paths=args.paths,
+                     progress=lambda i, n, name: print(f"  [{i + 1}/{n}] {name}", flush=True))
+    except ValueError as exc:
+        raise UsageError(f"{args.model}: {exc}") from None
     cols = [c for c in ("kind", "horizon_days", "pnl_usd", "pnl_coin", "cost", "worst",
                         "var99", "es99", "hist_es95", "hist_es99", "status")
             if c in run.table.columns]
@@ -603,15 +608,16 @@ def _run_sweep(args: argparse.Namespace) -> int:
     import jax
 
     from .report.stress import sweep_report
-    from .stress import Shock, StressEngine, SweepDesign, sweep
+    from .stress import Shock, StressEngine, sweep
     from .stress.scenarios import ScenarioError, parse_duration
+    from .stress.sweeps import check_sweep, design_from_dims
 
+    dims = [_parse_dim(d, args.random is not None) for d in args.dim]
     book, spec = _book_and_model(args)
-    dims = dict(_parse_dim(d, args.random is not None) for d in args.dim)
     try:
         base = Shock(horizon=parse_duration(args.horizon, "--horizon"))
-        design = (SweepDesign.random(args.random, dims, seed=args.seed, base=base)
-                  if args.random else SweepDesign.grid(base=base, **dims))
+        design = design_from_dims(dims, random=args.random, seed=args.seed, base=base)
+        check_sweep(design, spec.model, n_paths=args.paths)  # before compiling anything
     except (ValueError, ScenarioError) as exc:
         raise UsageError(str(exc)) from None
     print(f"book {book.name!r}: {len(book)} positions; model {spec.name}; {len(design)} "
@@ -619,6 +625,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         engine = StressEngine(book, spec.model, spec.market,
                               key=jax.random.key(args.seed) if book.has_mc else None)
+    except ValueError as exc:
+        raise UsageError(f"{args.model}: {exc}") from None
+    try:
         res = sweep(engine, design, key=jax.random.key(args.seed), out=args.out,
                     n_paths=args.paths, steps=args.steps, crn=not args.no_crn,
                     memory_budget=args.memory * 2**20)
@@ -626,6 +635,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(f"{len(res.table)} scenarios ({res.resumed_scenarios} from earlier parts) in "
           f"{res.wall_time:.1f} s")
+    if res.recomputed:
+        print(f"recomputed {len(res.recomputed)} part(s) that did not match the manifest")
     paths = sweep_report(res, args.out)
     print(f"report: {paths.get('report.html', args.out)}")
     return 0

@@ -194,8 +194,9 @@ def test_any_slice_rerun_alone_matches(engine, full):
     chunk = part.manifest["chunk"]
     assert 1 <= chunk <= 3 and chunk * part.manifest["memory"]["bytes_per_scenario"] <= budget
     # other chunk sizes: the same numbers up to the last bits of vectorised arithmetic
-    np.testing.assert_allclose(part.table.to_numpy(), res.table.loc[5:10].to_numpy(),
-                               rtol=1e-13, atol=1e-9)
+    num = lambda t: t.drop(columns=sweep_mod.NOTE_COLUMN).to_numpy()  # noqa: E731
+    np.testing.assert_allclose(num(part.table), num(res.table.loc[5:10]), rtol=1e-13,
+                               atol=1e-9)
     other = _sweep(engine, start=5, stop=11, chunk=chunk, crn=False)
     assert not np.allclose(other.table["mean"], part.table["mean"])  # independent draws
 
@@ -330,3 +331,160 @@ def test_path_scenarios_carry_the_historical_comparison(engine, data_dir):
     assert row["hist_es99"] == pytest.approx(float(est.es[1]), rel=1e-12)
     assert row["hist_var95"] == pytest.approx(float(est.var[0]), rel=1e-12)
     assert row["hist_es99_se"] == pytest.approx(float(est.es_stderr[1]), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# no wrong number passes silently: one shock domain, bounded shocks, trusted parts
+
+from qmr_jax.stress.scenarios import Scenario  # noqa: E402
+from qmr_jax.stress.shocks import SHOCK_DOMAIN, domain_notes, shock_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small():
+    book = Book("small", "BTC", (
+        Position.european(65_000.0, 30 / 365, True, -10.0, settlement="inverse"),
+        Position.european(55_000.0, 14 / 365, False, 5.0),
+        Position.spot(1.0),
+    ))
+    return StressEngine(book, MODEL, MARKET)
+
+
+KAPPA_SHOCKS = [Shock(scale={"kappa": 0.0}), Shock(shift={"kappa": -100.0}),
+                Shock(scale={"kappa": 0.0}, horizon=1 / 365)]
+
+
+def test_the_same_shock_gives_the_same_finite_number_everywhere(small):
+    from qmr_jax.stress.run import stress
+
+    floor = SHOCK_DOMAIN["kappa"][0]
+    # revalue: clamped to the floor of the domain, finite, and noted
+    direct = []
+    for sh in KAPPA_SHOCKS:
+        assert float(shock_model(small.model, sh).kappa) == floor
+        assert "kappa" in str(domain_notes(small.model, sh))
+        r = small.revalue(sh)
+        assert np.all(np.isfinite(np.asarray(r.pnl_usd)))
+        at_floor = small.revalue(sh._replace(scale={}, shift={"kappa": floor - MODEL.kappa}))
+        np.testing.assert_allclose(np.asarray(r.pnl_usd), np.asarray(at_floor.pnl_usd),
+                                   rtol=1e-12, atol=1e-9)
+        direct.append(float(np.sum(r.pnl_usd)))
+    # stress: status ok, the same P&L, the clamping in the notes
+    scen = [Scenario(name=f"k{i}", shock=sh) for i, sh in enumerate(KAPPA_SHOCKS)]
+    run = stress(small.book, small.model, small.market, scen, key=jax.random.key(0),
+                 engine=small)
+    assert list(run.table["status"]) == ["ok"] * 3
+    np.testing.assert_allclose(run.table["pnl_usd"], direct, rtol=1e-12)
+    assert all("kappa 0 clamped to 0.001" in n or "kappa -98 clamped to 0.001" in n
+               for n in run.table["notes"])
+    # sweep: the same numbers, and the clamped column says so
+    design = SweepDesign({"scale.kappa": np.array([0.0, 1.0, 0.0]),
+                          "shift.kappa": np.array([0.0, -100.0, 0.0]),
+                          "horizon": np.array([0.0, 0.0, 1 / 365])})
+    res = sweep(small, design, key=jax.random.key(0), n_paths=0, progress=None)
+    np.testing.assert_allclose(res.table["pnl_usd"], direct, rtol=1e-12)
+    assert all(n.startswith("kappa ") and "clamped to 0.001" in n
+               for n in res.table[sweep_mod.NOTE_COLUMN])
+    # an unclamped scenario carries no note
+    plain = sweep(small, SweepDesign.grid(spot=[0.0, -0.1]), key=jax.random.key(0), n_paths=0,
+                  progress=None)
+    assert list(plain.table[sweep_mod.NOTE_COLUMN]) == ["", ""]
+
+
+def test_a_zero_shock_never_moves_a_model_outside_the_shock_domain():
+    # a base model beyond the domain (rho -0.995, kappa 1e-4) stays where it is
+    base = qmr.Heston(v0=0.36, kappa=1e-4, theta=0.30, xi=0.9, rho=-0.995)
+    m = shock_model(base, Shock())
+    assert (float(m.kappa), float(m.rho)) == (1e-4, -0.995)
+    assert str(domain_notes(base, Shock())) == ""
+    # but a shock cannot push it further out
+    m = shock_model(base, Shock(skew=-0.5, scale={"kappa": 0.5}))
+    assert (float(m.kappa), float(m.rho)) == (1e-4, -0.995)
+
+
+def test_a_row_that_is_not_finite_or_absurd_is_never_ok(small, monkeypatch):
+    from qmr_jax.stress.run import stress
+
+    scen = [Scenario(name="crash", shock=Shock(spot=-0.3)), Scenario(name="calm")]
+    real = small.revalue
+
+    def nan_for_crash(shock, *, where="shock"):
+        r = real(shock, where=where)
+        return r._replace(pnl_usd=r.pnl_usd * np.nan) if float(shock.spot) < 0 else r
+
+    monkeypatch.setattr(small, "revalue", nan_for_crash)
+    run = stress(small.book, small.model, small.market, scen, key=jax.random.key(0),
+                 engine=small)
+    assert run.table.loc["crash", "status"].startswith("error: ")
+    assert "not finite" in run.table.loc["crash", "status"]
+    assert not np.isfinite(run.table.loc["crash", "pnl_usd"])  # left out, not reported
+    assert "crash" not in run.positions.index
+    assert run.table.loc["calm", "status"] == "ok"
+    with pytest.raises(FloatingPointError, match="not finite"):
+        stress(small.book, small.model, small.market, scen[:1], key=jax.random.key(0),
+               engine=small, on_error="raise")
+    monkeypatch.undo()
+    # absurd: beyond the engine's limit (lowered here to a few USD)
+    monkeypatch.setattr(small, "pnl_limit", 5.0)
+    run = stress(small.book, small.model, small.market, scen, key=jax.random.key(0),
+                 engine=small)
+    assert "absurd" in run.table.loc["crash", "status"]
+    assert run.table.loc["calm", "status"] == "ok"  # zero P&L
+    with pytest.raises(sweep_mod.NonFiniteResult, match="sweep scenario 1 .spot=-0.3.*absurd"):
+        sweep(small, SweepDesign.grid(spot=[0.0, -0.3]), key=jax.random.key(0), n_paths=0,
+              progress=None)
+
+
+def test_overflowing_shocks_are_refused_before_revaluation(small):
+    with pytest.raises(ValueError, match=r"drift x horizon .* got 19.9 x 5 years = 99.5"):
+        small.revalue(Shock(drift=19.9, horizon=5.0))
+    design = SweepDesign.grid(base=Shock(horizon=5.0), drift=[0.5, 19.9])
+    with pytest.raises(ValueError, match=r"drift x horizon.*\(scenario \(1,\)\)"):
+        sweep_mod.check_sweep(design, MODEL, n_paths=0)
+    for sh, field in [(Shock(spot=1e6), "spot"), (Shock(vol=1e200), "vol"),
+                      (Shock(impact_bps=1e9, exit_fraction=1.0), "impact_bps")]:
+        with pytest.raises(ValueError, match=f"shock: {field} must be"):
+            small.revalue(sh)
+    with pytest.raises(ValueError, match="shocked market is out of range.*div"):
+        small.revalue(Shock(rate=0.9, basis=-4.9))
+
+
+def test_a_dimension_given_twice_is_refused():
+    with pytest.raises(ValueError, match="--dim 'spot' is given twice .dimensions 1 and 3"):
+        sweep_mod.design_from_dims([("spot", [0.1]), ("vol", [0.0]), ("spot", [0.2])])
+    d = sweep_mod.design_from_dims([("spot", [0.1, 0.2]), ("vol", [0.0])])
+    assert d.dims == ["spot", "vol"] and len(d) == 2
+
+
+def test_resume_recomputes_parts_that_do_not_match_the_manifest(small, tmp_path):
+    design = SweepDesign.grid(spot=[-0.2, -0.1, 0.0, 0.1, 0.2], vol=[0.0, 0.1])
+    kw = dict(key=jax.random.key(0), n_paths=0, chunk=4, progress=None)
+    out = tmp_path / "run"
+    ref = sweep(small, design, out=out, **kw)
+    manifest = json.loads((out / "manifest.json").read_text())
+    parts = sorted((out / "parts").glob("part-*.parquet"))
+    assert sorted(manifest["parts"]) == [p.name for p in parts] and len(parts) == 3
+    assert all(manifest["parts"][p.name] == sweep_mod._sha256(p) for p in parts)
+    # edit one number of the first part, empty the second, truncate the third
+    df = pd.read_parquet(parts[0])
+    df.loc[1, "pnl_usd"] = 123.0
+    df.to_parquet(parts[0], index=False)
+    df.iloc[:0].to_parquet(parts[1], index=False)
+    parts[2].write_bytes(b"")
+    (out / "results.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        load_sweep(out)
+    again = sweep(small, design, out=out, **kw)
+    assert len(again.recomputed) == 3 and all("SHA-256 differs" in r for r in again.recomputed)
+    assert again.resumed_scenarios == 0 and again.computed_scenarios == len(design)
+    pd.testing.assert_frame_equal(again.table, ref.table)
+    pd.testing.assert_frame_equal(load_sweep(out).table, ref.table)
+    # a part without a recorded checksum (written just before a kill) is computed again
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["parts"].pop(parts[1].name)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    third = sweep(small, design, out=out, **kw)
+    assert [r.split(": ", 1)[1] for r in third.recomputed] == [
+        "no checksum in the manifest (written before a kill, or not by this sweep)"]
+    assert third.resumed_scenarios == len(design) - 4
+    pd.testing.assert_frame_equal(third.table, ref.table)

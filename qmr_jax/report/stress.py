@@ -81,9 +81,29 @@ def _is_loss(metric: str) -> bool:
     return bool(_LOSS.match(str(metric)))
 
 
+NOTE_COLUMNS = ("clamped",)
+"""Text columns of a sweep table (neither dimensions nor metrics): ``clamped`` says which
+shocked parameters were clamped into the model's domain."""
+
+
 def dimensions(table: pd.DataFrame) -> list[str]:
-    """The design dimensions of a sweep table (its non-metric columns)."""
-    return [c for c in table.columns if not is_metric(c)]
+    """The design dimensions of a sweep table (its non-metric, non-note columns)."""
+    return [c for c in table.columns if not is_metric(c) and c not in NOTE_COLUMNS]
+
+
+def clamped_summary(table: pd.DataFrame) -> str | None:
+    """A sentence on the scenarios whose shocked parameters were clamped into the model's
+    domain (``clamped`` column), or ``None`` when there are none."""
+    if "clamped" not in table.columns:
+        return None
+    notes = table["clamped"].fillna("").astype(str)
+    hit = notes[notes != ""]
+    if hit.empty:
+        return None
+    first = hit.iloc[0]
+    return (f"{len(hit):,} of {len(table):,} scenarios moved a model parameter out of the "
+            f"model's domain; it was clamped to the domain's edge (column 'clamped'), e.g. "
+            f"scenario {hit.index[0]}: {first}.")
 
 
 def metrics(table: pd.DataFrame) -> list[str]:
@@ -334,6 +354,8 @@ def worst_scenarios(table: pd.DataFrame, n: int = 10, metric: str | None = None)
     heads = [metric] + [c for c in ("mean", "worst", headline, "pnl_usd",
                                     "pnl_coin", "cost") if c in table.columns]
     cols = dimensions(table) + list(dict.fromkeys(heads))
+    if "clamped" in table.columns and (table["clamped"].fillna("") != "").any():
+        cols.append("clamped")
     out = top[cols].copy()
     out.insert(0, "scenario", top.index.to_numpy())
     out["drivers"] = [drivers(r) for _, r in top.iterrows()]
@@ -562,6 +584,9 @@ def sweep_report(result, out_dir: str | Path, *, pairs=None,
     page.add_key_values(_facts(manifest, len(table)))
     page.add_paragraph("P&L in USD, positive = gain; VaR and ES are positive losses. Spot and "
                        "vol shocks in %, horizons in days.", note=True)
+    clamped = clamped_summary(table)
+    if clamped:
+        page.add_paragraph(clamped, note=True)
     if figures:
         page.add_heading("Heatmaps")
         for name, cap in figures:
@@ -572,7 +597,9 @@ def sweep_report(result, out_dir: str | Path, *, pairs=None,
     cols += [Column(d, dim_label(d), fmt=lambda v, d=d: dim_tick(d, v), numeric=True)
              for d in dims]
     cols += [_metric_column(c) for c in worst.columns
-             if c not in ("scenario", "drivers") and c not in dims]
+             if c not in ("scenario", "drivers", *NOTE_COLUMNS) and c not in dims]
+    if "clamped" in worst.columns:
+        cols.append(Column("clamped", "clamped into the model's domain"))
     cols.append(Column("drivers", "largest position losses (USD)"))
     page.add_html(html_table(worst, cols))
     if contrib is not None:

@@ -45,10 +45,10 @@ from ..book import LINEAR_TYPES, Book, BookValuer
 from ..models import Market
 from ..simulate import BLOCK_SIZE, default_scheme, simulate_blocks
 from .shocks import (
-    SV_MODELS,
     Shock,
     canonical_shock,
     check_shock,
+    is_stochastic_vol,
     shock_market,
     shock_model,
 )
@@ -58,6 +58,7 @@ DEFAULT_MIN_OPTION_HALF_SPREAD = 0.00025  # coin: half of Deribit's 0.0005 BTC m
 DEFAULT_LINEAR_HALF_SPREAD_BPS = {"spot": 2.0, "perpetual": 0.5, "future": 1.0}
 DEFAULT_GRID = (25, 7)  # log-spot nodes, vol nodes
 MIN_TERMS = 128
+ABSURD_PNL_FACTOR = 1e4  # |P&L| beyond this many times the book's gross exposure is absurd
 
 
 class InstantResult(NamedTuple):
@@ -97,6 +98,9 @@ class StressEngine:
     Attributes:
       base_values: ``[n_positions]`` USD values at the base point.
       labels: position labels.
+      pnl_limit: USD; a revaluation beyond it (``ABSURD_PNL_FACTOR`` times the gross
+        exposure, ``sum |base value| + sum |quantity| x spot``) is not a result but an
+        overflow, and ``stress``/``sweep`` report it as failed.
     """
 
     def __init__(self, book: Book, model, market: Market, *, key=None, mc_paths: int = 20_000,
@@ -150,8 +154,14 @@ class StressEngine:
         self.base_values = np.asarray(self.valuer(self.model, self.market, 0.0))
         if not np.all(np.isfinite(self.base_values)):
             bad = [self.labels[i] for i in np.flatnonzero(~np.isfinite(self.base_values))]
-            raise ValueError(f"book {book.name!r}: non-finite base values for {bad}")
-        self.sv = isinstance(model, SV_MODELS)
+            raise ValueError(f"book {book.name!r}: non-finite base values for {bad} under "
+                             f"{_describe_model(self.model)} at spot "
+                             f"{float(self.market.spot):g}; the model cannot price them "
+                             "(check the model's parameters)")
+        gross = float(np.sum(np.abs(self.base_values))
+                      + np.sum(np.abs(self.qty)) * float(self.market.spot))
+        self.pnl_limit = ABSURD_PNL_FACTOR * max(gross, 1.0)
+        self.sv = is_stochastic_vol(model)
         self.scheme = default_scheme(model)
         self._jit: dict = {}
 
@@ -161,6 +171,14 @@ class StressEngine:
     def check(self, shock: Shock, *, where: str = "shock", paths: bool = False) -> Shock:
         """Validate a (possibly stacked) shock for this book and model; returns it."""
         check_shock(shock, self.model, where=where)
+        try:  # the shocked market within the market's own rules (e.g. bounded rates)
+            as64 = lambda x: np.asarray(x, np.float64)
+            shock_market(jax.tree_util.tree_map(as64, self.market),
+                         jax.tree_util.tree_map(as64, shock)).validate()
+        except ValueError as exc:
+            raise ValueError(f"{where}: the shocked market is out of range (rate and basis "
+                             f"shocks on top of rate {float(self.market.rate):g}, div "
+                             f"{float(self.market.div):g}): {exc}") from None
         h = np.max(np.asarray(shock.horizon, np.float64))
         expired = [i for i in range(self.n_positions)
                    if self.is_mc[i] and self.expiry[i] <= h]
@@ -378,6 +396,11 @@ class StressEngine:
                                                     revalue=revalue, grid=tuple(grid)))
             self._jit[name] = fn
         return fn(_as_dtype(canonical_shock(shock, self.model), self.dtype), key)
+
+
+def _describe_model(model) -> str:
+    return f"{type(model).__name__}(" + ", ".join(
+        f"{k}={float(v):g}" for k, v in model._asdict().items()) + ")"
 
 
 def _as_dtype(shock: Shock, dtype) -> Shock:

@@ -14,6 +14,11 @@ Each scenario is revalued by its kind:
   ``window_days`` before the episode to the episode itself); the P&L at every close, the
   final one and the worst.
 
+Every row's status is ``"ok"`` only when all its numbers are finite and within the engine's
+``pnl_limit``; otherwise it is ``"error: ..."`` with the reason, and its numbers are left out.
+Shocked parameters clamped into the model's domain (``shocks.shock_model``) are listed in
+the row's ``notes``.
+
 Scenario ``s`` draws its paths from ``jax.random.fold_in(key, crc32(s.name) or s.seed)``: its
 numbers do not depend on which other scenarios run with it.
 """
@@ -30,7 +35,7 @@ import pandas as pd
 from . import risk
 from .revalue import StressEngine
 from .scenarios import Scenario
-from .shocks import NotApplicable, Shock, describe, stack_shocks
+from .shocks import NotApplicable, Shock, describe, domain_notes, stack_shocks
 
 DEFAULT_LEVELS = (0.95, 0.99, 0.999)
 
@@ -120,8 +125,45 @@ def historical_comparison(engine: StressEngine, returns, horizon_days: int, leve
     return risk.historical_var_es(pnl, returns, lv, horizon_days=h)
 
 
+_IDENT = ("scenario", "kind", "description", "source", "dates", "status", "shock", "notes",
+          "hist_window", "worst_at")
+
+
+def _unusable(row: dict, positions, limit: float) -> str | None:
+    """Why a scenario's numbers cannot be reported (non-finite, or beyond ``limit`` USD in
+    absolute value), or ``None``."""
+    values = {k: v for k, v in row.items() if k not in _IDENT and isinstance(v, int | float)}
+    if positions is not None:
+        values.update({f"position {j}": float(v) for j, v in enumerate(np.ravel(positions))})
+    for k, v in values.items():
+        if not np.isfinite(v):
+            return f"{k} is not finite ({v}); the revaluation failed"
+        if k.endswith("_coin") or k in ("n_paths", "steps", "seed", "hist_n",
+                                        "horizon_days", "spot_after"):
+            continue
+        if abs(v) > limit:
+            return (f"{k} = {v:.4g} USD is absurd for this book (beyond {limit:.3g}, "
+                    "10^4 times its gross exposure); an overflow, not a result")
+    return None
+
+
 def _levels_for(n_paths: int, levels) -> tuple[float, ...]:
     return tuple(a for a in levels if int(np.floor(n_paths * (1.0 - a) + 1e-9)) >= risk.MIN_TAIL)
+
+
+def _note(row: dict, note: str | None) -> None:
+    if note:
+        row["notes"] = "; ".join(x for x in (row.get("notes"), note) if x)
+
+
+def _clamp_note(engine: StressEngine, s: Scenario) -> str | None:
+    """The parameters a scenario's shock pushes out of the model's domain (clamped)."""
+    try:
+        notes = np.ravel(domain_notes(engine.model, s.shock))
+    except (TypeError, KeyError):  # fields the model lacks: reported by the check
+        return None
+    found = sorted({str(x) for x in notes if x})
+    return f"clamped into the model's domain: {'; '.join(found)}" if found else None
 
 
 def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
@@ -167,6 +209,7 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
         row = {"scenario": s.name, "kind": s.kind, "description": s.description,
                "source": s.source, "dates": s.dates, "status": "ok"}
         try:
+            _note(row, _clamp_note(engine, s))
             if s.kind == "instant":
                 r = engine.revalue(s.shock, where=s.where)
                 pnl = np.asarray(r.pnl_usd)
@@ -195,8 +238,8 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                         row[f"es{tag}_se"] = float(est.es_stderr[j])
                 skipped = [a for a in levels if a not in lv]
                 if skipped:
-                    row["notes"] = (f"levels {skipped} need >= {risk.MIN_TAIL} tail samples; "
-                                    f"{n} paths are too few")
+                    _note(row, f"levels {skipped} need >= {risk.MIN_TAIL} tail samples; "
+                          f"{n} paths are too few")
                 pos_rows[s.name] = np.asarray(p.pnl_usd).mean(axis=0)
                 if historical:
                     if returns_cache is None:
@@ -215,10 +258,9 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                         row["hist_n"] = int(hr.n)
                         row["hist_window"] = f"{hr.start.date()}..{hr.end.date()}"
                     else:
-                        note = (f"no historical comparison: {why}" if rets is None else
-                                f"no historical comparison: {len(rets) // hd} {hd}-day moves "
-                                "are too few")
-                        row["notes"] = "; ".join(x for x in (row.get("notes"), note) if x)
+                        _note(row, f"no historical comparison: {why}" if rets is None else
+                              f"no historical comparison: {len(rets) // hd} {hd}-day moves "
+                              "are too few")
             else:
                 path, shocks = replay_shocks(s, book.currency, data_dir=data_dir)
                 res = engine.revalue_many(shocks, where=s.where)
@@ -237,6 +279,14 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                            cost=float(np.asarray(res.cost)[-1].sum()),
                            worst=float(totals[w]), worst_at=str(path.index[w]))
                 pos_rows[s.name] = np.asarray(res.pnl_usd)[-1]
+            why = _unusable(row, pos_rows.get(s.name), engine.pnl_limit)
+            if why is not None:
+                if on_error == "raise":
+                    raise FloatingPointError(f"{s.where}: {why}")
+                row = {k: v for k, v in row.items() if k in _IDENT}
+                row["status"] = f"error: {why}"
+                pos_rows.pop(s.name, None)
+                replays.pop(s.name, None)
         except NotApplicable as exc:
             if on_error == "raise":
                 raise

@@ -29,10 +29,15 @@ Fields (all default to "no change"):
   ``liquidity_cost``.
 
 Order of application: ``scale``/``shift`` of the parameters, then ``vol``/``term``/``skew``,
-then the market (``spot``, ``rate``, ``basis``). Results are clamped to the model's domain
-(variances and vols at 0 or above, correlations inside ``[-0.99, 0.99]``, jump intensities at
-0 or above) so that extreme sweeps never produce NaN; ``check_shock`` rejects the impossible
-inputs (``spot <= -1``, negative scales, ``horizon < 0``, ...) with the field named.
+then the market (``spot``, ``rate``, ``basis``). The shocked parameters are then clamped into
+the model's shock domain (``shock_domain``: per field ``(lo, hi)``, e.g. ``kappa >= 1e-3``,
+``rho`` inside ``[-0.99, 0.99]``, widened to include the base value) in this one place, which
+``StressEngine.revalue``, ``stress`` and ``sweep`` all go through, so the same shock gives the
+same number everywhere and extreme sweeps never produce NaN; ``domain_notes`` says which
+fields were clamped (the ``notes`` of a stress row, the ``clamped`` column of a sweep).
+``check_shock`` rejects the impossible or physically meaningless inputs (``spot <= -1``,
+negative scales, ``horizon < 0``, a real-world drift moving spot by more than ``e^5`` over
+the horizon, ...) with the field named.
 """
 
 from __future__ import annotations
@@ -46,15 +51,47 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import _concrete
-from ..models import Bates, Heston, Kou, Market, Merton
+from ..models import Bates, Heston, Market
 
 SV_MODELS = (Heston, Bates)
 RHO_CLIP = 0.99
+MAX_LOG_DRIFT = 5.0  # |drift x horizon|: real-world spot factor within [e^-5, e^5]
 
-# fields of each model that must stay >= 0 (or > 0 for a floor) after scale/shift
-_NONNEG = {"v0", "theta", "sigma", "lam", "sigma_j", "xi", "kappa"}
-_FLOOR = {"kappa": 1e-6, "xi": 1e-6, "theta": 1e-10, "sigma": 1e-8, "sigma_j": 1e-8,
-          "eta1": 1.0 + 1e-6, "eta2": 1e-6}
+SHOCK_DOMAIN: dict[str, tuple[float, float]] = {
+    "v0": (0.0, 25.0),  # variances: vols up to 500%
+    "theta": (1e-10, 25.0),
+    "kappa": (1e-3, 1e3),  # below 1e-3 the Fourier prices lose accuracy (COS != Lewis)
+    "xi": (1e-3, 20.0),
+    "rho": (-RHO_CLIP, RHO_CLIP),
+    "sigma": (1e-8, 5.0),
+    "lam": (0.0, 1e3),
+    "mu_j": (-5.0, 5.0),
+    "sigma_j": (1e-8, 2.0),
+    "p": (0.0, 1.0),
+    "eta1": (1.05, 1e3),  # eta1 -> 1: the expected up-jump factor diverges
+    "eta2": (0.05, 1e3),
+}
+"""The shock domain of every model field, keyed by field name: ``(lo, hi)``. A model class
+may override it with a ``shock_domain`` attribute (a mapping, or a callable returning one)
+naming its own fields."""
+
+
+def shock_domain(model) -> dict[str, tuple[float, float]]:
+    """``{field: (lo, hi)}`` of ``model``'s fields (instance or class): the model's own
+    ``shock_domain`` where it has one, else ``SHOCK_DOMAIN``; unbounded for fields in
+    neither."""
+    cls = model if isinstance(model, type) else type(model)
+    own = getattr(cls, "shock_domain", None)
+    own = dict(own() if callable(own) else own) if own is not None else {}
+    inf = float("inf")
+    return {f: tuple(map(float, own.get(f, SHOCK_DOMAIN.get(f, (-inf, inf)))))
+            for f in cls._fields}
+
+
+def is_stochastic_vol(model) -> bool:
+    """Whether ``model`` has a variance process (``v0``, ``theta``, ``rho``): the models that
+    take ``term`` and ``skew`` shocks."""
+    return {"v0", "theta", "rho"} <= set(model_fields(model))
 
 
 class Shock(NamedTuple):
@@ -90,16 +127,18 @@ SHOCK_DOCS = {
     "exit_fraction": "share of the book closed out at those costs",
 }
 _RULES = {
-    "spot": (lambda x: x > -1.0, "a relative move > -1 (a price cannot fall below zero)"),
-    "vol": (lambda x: True, "finite"),
-    "term": (lambda x: True, "finite"),
+    "spot": (lambda x: (x > -1.0) & (x <= 10.0),
+             "a relative move > -1 (a price cannot fall below zero) and <= 10 (+1000%)"),
+    "vol": (lambda x: np.abs(x) <= 5.0, "an absolute vol shift in [-5, 5]"),
+    "term": (lambda x: np.abs(x) <= 5.0, "an absolute vol shift in [-5, 5]"),
     "skew": (lambda x: (x >= -2.0) & (x <= 2.0), "a correlation shift in [-2, 2]"),
     "rate": (lambda x: (x > -1.0) & (x < 1.0), "a rate shift in (-1, 1)"),
     "basis": (lambda x: (x > -5.0) & (x < 5.0), "an annual basis shift in (-5, 5)"),
     "horizon": (lambda x: (x >= 0) & (x <= 5.0), "years in [0, 5]"),
     "drift": (lambda x: (x > -20.0) & (x < 20.0), "an annual drift in (-20, 20)"),
-    "spread": (lambda x: x >= 0, "a non-negative multiplier"),
-    "impact_bps": (lambda x: x >= 0, "non-negative basis points"),
+    "spread": (lambda x: (x >= 0) & (x <= 1000.0), "a multiplier in [0, 1000]"),
+    "impact_bps": (lambda x: (x >= 0) & (x <= 10_000.0),
+                   "basis points in [0, 10000] (100% of the notional)"),
     "exit_fraction": (lambda x: (x >= 0) & (x <= 1), "a fraction in [0, 1]"),
 }
 
@@ -146,6 +185,7 @@ def check_shock(shock: Shock, model=None, *, where: str = "shock") -> Shock:
                               "a non-negative multiplier")
             else:
                 _check_values(where, f"shift.{f}", v, lambda x: True, "finite")
+    _check_log_drift(where, shock)
     if model is not None:
         fields = model_fields(model)
         cls = model if isinstance(model, type) else type(model)
@@ -154,7 +194,7 @@ def check_shock(shock: Shock, model=None, *, where: str = "shock") -> Shock:
             if unknown:
                 raise NotApplicable(f"{where}: {kind} names {', '.join(unknown)}, not a "
                                     f"parameter of {cls.__name__} ({', '.join(fields)})")
-        if not issubclass(cls, SV_MODELS):
+        if not is_stochastic_vol(cls):
             for name in ("term", "skew"):
                 val = _concrete(getattr(shock, name))
                 if val is not None and np.any(val != 0):
@@ -162,6 +202,23 @@ def check_shock(shock: Shock, model=None, *, where: str = "shock") -> Shock:
                                         f"volatility model (Heston, Bates); the model is "
                                         f"{cls.__name__}")
     return shock
+
+
+def _check_log_drift(where, shock: Shock) -> None:
+    """``|drift x horizon| <= MAX_LOG_DRIFT``: the real-world drift moves spot by a factor
+    ``exp(drift x horizon)``, bounded to ``[e^-5, e^5]`` (about 1/148 to 148x)."""
+    d, h = _concrete(shock.drift), _concrete(shock.horizon)
+    if d is None or h is None:
+        return
+    d, h = np.broadcast_arrays(d, h)
+    bad = ~(np.abs(d * h) <= MAX_LOG_DRIFT)
+    if np.any(bad):
+        idx = tuple(np.argwhere(bad)[0]) if d.ndim else ()
+        at = f" (scenario {tuple(int(i) for i in idx)})" if d.ndim else ""
+        raise ValueError(f"{where}: drift x horizon must be within [-{MAX_LOG_DRIFT:g}, "
+                         f"{MAX_LOG_DRIFT:g}] (a real-world spot factor between e^-5 and "
+                         f"e^5); got {float(d[idx]):g} x {float(h[idx]):g} years = "
+                         f"{float(d[idx] * h[idx]):g}{at}")
 
 
 def _check_values(where, name, value, rule, desc):
@@ -186,31 +243,57 @@ def _shift_vol(var, dv):
     return jnp.where(s + dv > 0, var + dv * (2.0 * s + dv), 0.0)
 
 
-def shock_model(model, shock: Shock):
-    """The shocked model parameters (same type as ``model``); pure and vmappable."""
+def _unclamped(model, shock: Shock) -> dict:
+    """The shocked parameter values before the domain clamp."""
     vals = {f: getattr(model, f) for f in model._fields}
     for f, s in shock.scale.items():
         vals[f] = vals[f] * s
     for f, s in shock.shift.items():
         vals[f] = vals[f] + s
-    for f in list(vals):
-        if f in _FLOOR:
-            vals[f] = jnp.maximum(vals[f], _FLOOR[f])
-        elif f in _NONNEG:
-            vals[f] = jnp.maximum(vals[f], 0.0)
-    if isinstance(model, SV_MODELS):
+    if is_stochastic_vol(model):
         vals["v0"] = _shift_vol(vals["v0"], shock.vol + shock.term)
-        vals["theta"] = jnp.maximum(_shift_vol(vals["theta"], shock.vol), _FLOOR["theta"])
-        vals["rho"] = jnp.clip(vals["rho"] + shock.skew, -RHO_CLIP, RHO_CLIP)
-    else:
-        vals["sigma"] = jnp.maximum(vals["sigma"] + shock.vol, _FLOOR["sigma"])
-    if isinstance(model, Bates | Merton | Kou):
-        vals["lam"] = jnp.maximum(vals["lam"], 0.0)
-    if isinstance(model, Kou):
-        vals["p"] = jnp.clip(vals["p"], 0.0, 1.0)
-    if "rho" in vals and not isinstance(model, SV_MODELS):  # pragma: no cover - no such model
-        vals["rho"] = jnp.clip(vals["rho"], -RHO_CLIP, RHO_CLIP)
+        vals["theta"] = _shift_vol(vals["theta"], shock.vol)
+        vals["rho"] = vals["rho"] + shock.skew
+    elif "sigma" in vals:
+        vals["sigma"] = vals["sigma"] + shock.vol
+    return vals
+
+
+def _bounds(model, f, lo, hi):
+    """The domain of field ``f`` widened to include the base value: a zero shock never
+    moves a model."""
+    base = getattr(model, f)
+    return jnp.minimum(lo, base), jnp.maximum(hi, base)
+
+
+def shock_model(model, shock: Shock):
+    """The shocked model parameters (same type as ``model``), clamped into
+    ``shock_domain(model)`` (widened to include the base values); pure and vmappable."""
+    vals = _unclamped(model, shock)
+    for f, (lo, hi) in shock_domain(model).items():
+        lo_f, hi_f = _bounds(model, f, lo, hi)
+        vals[f] = jnp.clip(vals[f], lo_f, hi_f)
     return type(model)(**vals)
+
+
+def domain_notes(model, shock: Shock) -> np.ndarray:
+    """For a concrete (possibly stacked) shock, what the domain clamp of ``shock_model`` did:
+    a string per scenario (shape of the stack, ``""`` where nothing was clamped), e.g.
+    ``"kappa 0 clamped to 0.001"``."""
+    n = shock_size(shock)
+    stacked = any(np.ndim(x) for x in jax.tree_util.tree_leaves(shock))
+    out = [[] for _ in range(n)]
+    raw = _unclamped(model, jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64),
+                                                    shock))
+    for f, (lo, hi) in shock_domain(model).items():
+        v = np.broadcast_to(np.asarray(raw[f], np.float64), (n,))
+        base = float(np.asarray(getattr(model, f)))
+        lo_f, hi_f = min(lo, base), max(hi, base)
+        for i in np.flatnonzero((v < lo_f) | (v > hi_f)):
+            edge = lo_f if v[i] < lo_f else hi_f
+            out[i].append(f"{f} {v[i]:.4g} clamped to {edge:.4g}")
+    notes = np.array(["; ".join(x) for x in out], dtype=object)
+    return notes if stacked else notes.reshape(())
 
 
 def shock_market(market: Market, shock: Shock) -> Market:
@@ -284,4 +367,5 @@ def describe(shock: Shock) -> str:
 __all__ = ["Shock", "NUMERIC_FIELDS", "SHOCK_DOCS", "apply_shock", "shock_model",
            "shock_market", "check_shock", "stack_shocks", "index_shock", "shock_size",
            "as_arrays", "describe", "model_fields", "SV_MODELS", "NotApplicable",
-           "canonical_shock"]
+           "canonical_shock", "shock_domain", "SHOCK_DOMAIN", "domain_notes", "is_stochastic_vol",
+           "MAX_LOG_DRIFT"]

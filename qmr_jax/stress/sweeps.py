@@ -24,7 +24,15 @@ runs the same compiled program. Each finished chunk is written atomically as a P
 ``manifest.json`` describing the sweep. Rerunning the same command on the same folder skips the
 finished parts (a run killed at any moment, ``kill -9`` included, continues where it stopped);
 at the end the parts are joined into ``results.parquet`` with every scenario exactly once. A
-folder holding a different sweep is refused.
+folder holding a different sweep is refused. The manifest records the SHA-256 of every part
+(and of ``results.parquet``); on a rerun a part whose checksum is missing or different (an
+edited, truncated or empty file) is not trusted: it is computed again, and listed in
+``SweepResult.recomputed`` and on the progress stream.
+
+Domain and overflow: shocked parameters are clamped into the model's shock domain
+(``shocks.shock_model``), and the ``clamped`` column says where (empty elsewhere); a scenario
+whose results are non-finite or absurd (beyond ``StressEngine.pnl_limit``) stops the sweep
+with ``NonFiniteResult`` naming the scenario, before its chunk is written.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +57,17 @@ import pandas as pd
 
 from . import risk
 from .revalue import DEFAULT_GRID, StressEngine
-from .shocks import NUMERIC_FIELDS, Shock, check_shock
+from .shocks import NUMERIC_FIELDS, Shock, check_shock, domain_notes
 
 DEFAULT_LEVELS = (0.95, 0.99, 0.999)
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 _PART = re.compile(r"^part-(\d{8})-(\d{8})\.parquet$")
+NOTE_COLUMN = "clamped"
+
+
+class NonFiniteResult(FloatingPointError, ValueError):
+    """A scenario whose revaluation is non-finite or absurd: the sweep stops before writing
+    its chunk (the finished parts stay, so a rerun resumes)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -171,6 +186,41 @@ class SweepDesign:
         return h.hexdigest()[:16]
 
 
+def design_from_dims(dims: Sequence[tuple[str, Any]], *, random: int | None = None,
+                     seed: int = 0, base: Shock | None = None,
+                     what: str = "--dim") -> SweepDesign:
+    """A design from ``[(name, values), ...]`` in the order given (a grid of value lists, or
+    ``random`` draws over ``(lo, hi)`` ranges). A dimension named twice is refused (naming
+    it), never silently dropped."""
+    seen: dict[str, int] = {}
+    for j, (name, _) in enumerate(dims):
+        _dimension(name)
+        if name in seen:
+            raise ValueError(f"{what} {name!r} is given twice (dimensions {seen[name] + 1} and "
+                             f"{j + 1}); give each dimension once, with all its values")
+        seen[name] = j
+    table = dict(dims)
+    if random is not None:
+        return SweepDesign.random(random, table, seed=seed, base=base)
+    return SweepDesign.grid(base=base, **table)
+
+
+def prepare_out(out) -> Path:
+    """Create the output folder of a sweep (and its ``parts``) and check that it is
+    writable, before anything is compiled; ``ValueError`` naming it otherwise."""
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"output folder {d}: exists and is not a folder")
+    try:
+        (d / "parts").mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"output folder {d}: not writable ({exc.strerror or exc})") from None
+    return d
+
+
 # ------------------------------------------------------------------------------------------
 # progress
 
@@ -270,6 +320,31 @@ def make_chunk_fn(engine: StressEngine, *, n_paths: int, steps: int, crn: bool,
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
+def check_sweep(design: SweepDesign, model, *, n_paths: int, levels=DEFAULT_LEVELS,
+                contrib_level: float = 0.99) -> Shock:
+    """Everything about a sweep that can be checked before building an engine or compiling
+    anything: the path count, every scenario's shock against ``model`` (its fields, the
+    shock bounds), horizons of path sweeps and the tail sizes of the VaR/ES levels. Returns
+    the stacked shocks of the whole design; raises ``ValueError`` naming what is wrong."""
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int | np.integer) or n_paths < 0 \
+            or n_paths == 1:
+        raise ValueError(f"n_paths must be 0 (instantaneous) or an integer >= 2; got "
+                         f"{n_paths!r}")
+    all_shocks = design.shocks(0, len(design))
+    check_shock(all_shocks, model, where="sweep design")
+    if n_paths > 0:
+        horizons = np.asarray(all_shocks.horizon, np.float64)
+        if not np.all(horizons > 0):
+            i = int(np.flatnonzero(~(horizons > 0))[0])
+            raise ValueError(f"sweep design: scenario {i} has horizon 0; path sweeps need a "
+                             "horizon > 0 in every scenario (n_paths=0 for instantaneous "
+                             "sweeps)")
+        lv = tuple(float(a) for a in levels)
+        risk._check_static_n(int(n_paths), lv + (float(contrib_level),), risk.MIN_TAIL,
+                             "paths per scenario")
+    return all_shocks
+
+
 def bytes_per_scenario(engine: StressEngine, n_paths: int, grid=DEFAULT_GRID) -> int:
     """A first estimate of the working memory of one scenario inside a chunk (bytes).
 
@@ -344,6 +419,7 @@ class SweepResult:
     wall_time: float
     resumed_scenarios: int
     computed_scenarios: int
+    recomputed: list[str] = field(default_factory=list)  # parts not trusted, and why
 
 
 def _manifest(engine, design, *, n_paths, steps, crn, levels, contrib_level, chunk, revalue,
@@ -379,20 +455,77 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
-def _done_parts(parts_dir: Path, chunk: int, n: int) -> dict[int, Path]:
-    done = {}
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    _write_atomic(path, lambda p: p.write_text(json.dumps(manifest, indent=2)))
+
+
+def _trusted_parts(parts_dir: Path, chunk: int, n: int, sums: dict, metrics, dims):
+    """``({first: frame}, [reason, ...])``: the finished parts whose SHA-256 matches the
+    manifest and whose rows are the scenarios their name says; every other part file is
+    removed (it is computed again) with the reason."""
+    done: dict[int, pd.DataFrame] = {}
+    dropped: list[str] = []
     if not parts_dir.is_dir():
-        return done
-    for p in parts_dir.iterdir():
+        return done, dropped
+    columns = ["index", *dims, *metrics, NOTE_COLUMN]
+    for p in sorted(parts_dir.iterdir()):
         if p.name.startswith(".") and p.name.endswith(".tmp"):
             p.unlink(missing_ok=True)  # a write interrupted by a kill
             continue
         m = _PART.match(p.name)
-        if m:
-            first, last = int(m.group(1)), int(m.group(2))
-            if first % chunk == 0 and last == min(first + chunk, n) - 1:
-                done[first] = p
-    return done
+        if not m:
+            continue
+        first, last = int(m.group(1)), int(m.group(2))
+        if not (first % chunk == 0 and last == min(first + chunk, n) - 1):
+            continue
+        why = None
+        recorded = sums.get(p.name)
+        if recorded is None:
+            why = "no checksum in the manifest (written before a kill, or not by this sweep)"
+        elif _sha256(p) != recorded:
+            why = "SHA-256 differs from the manifest (the file was edited or corrupted)"
+        else:
+            try:
+                df = pd.read_parquet(p)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is recomputed
+                why = f"unreadable ({type(exc).__name__})"
+            else:
+                if list(df.columns) != columns or len(df) != last - first + 1 or \
+                        not np.array_equal(df["index"].to_numpy(), np.arange(first, last + 1)):
+                    why = (f"{len(df)} rows / columns that are not scenarios {first}..{last} "
+                           "of this sweep")
+        if why is None:
+            done[first] = df
+        else:
+            dropped.append(f"{p}: {why}")
+            sums.pop(p.name, None)
+            p.unlink(missing_ok=True)
+    return done, dropped
+
+
+def _check_finite(vals, index, metrics, design, limit) -> None:
+    """Raise ``NonFiniteResult`` for the first scenario with a non-finite metric or one
+    beyond ``limit`` in absolute value (a P&L no book of this size can have)."""
+    bad = ~np.isfinite(vals) | (np.abs(np.nan_to_num(vals, nan=0.0)) > limit)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size == 0:
+        return
+    r = int(rows[0])
+    i = int(index[r])
+    col = int(np.flatnonzero(bad[r])[0])
+    at = ", ".join(f"{d}={float(design.columns[d][i]):g}" for d in design.dims)
+    what = "non-finite" if not np.isfinite(vals[r, col]) else f"absurd (|x| > {limit:.3g})"
+    raise NonFiniteResult(f"sweep scenario {i} ({at}): {metrics[col]} is {what} "
+                          f"({float(vals[r, col]):.4g}); nothing was written for its chunk "
+                          "(earlier parts are kept)")
 
 
 def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: int = 10_000,
@@ -421,28 +554,19 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
     """
     t0 = time.perf_counter()
     n = len(design)
-    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 0 \
-            or n_paths == 1:
-        raise ValueError(f"n_paths must be 0 (instantaneous) or an integer >= 2; got "
-                         f"{n_paths!r}")
-    all_shocks = design.shocks(0, n)
-    check_shock(all_shocks, engine.model, where="sweep design")
+    all_shocks = check_sweep(design, engine.model, n_paths=n_paths, levels=levels,
+                             contrib_level=contrib_level)
+    if out is not None:
+        prepare_out(out)
     engine.check(all_shocks, where="sweep design", paths=n_paths > 0)
+    notes = np.broadcast_to(domain_notes(engine.model, all_shocks), (n,))
     horizons = np.asarray(all_shocks.horizon, np.float64)
     if n_paths > 0:
-        if not np.all(horizons > 0):
-            i = int(np.flatnonzero(~(horizons > 0))[0])
-            raise ValueError(f"sweep design: scenario {i} has horizon 0; path sweeps need a "
-                             "horizon > 0 in every scenario (n_paths=0 for instantaneous "
-                             "sweeps)")
         if steps is None:
             steps = max(1, math.ceil(float(horizons.max()) * 365.0 - 1e-9))
     else:
         steps = 0
     levels = tuple(float(a) for a in levels)
-    if n_paths > 0:
-        risk._check_static_n(n_paths, levels + (float(contrib_level),), risk.MIN_TAIL,
-                             "paths per scenario")
     metrics = _metric_names(engine.labels, levels, n_paths)
     compile_kw = dict(n_paths=n_paths, steps=steps, crn=crn, levels=levels,
                       contrib_level=contrib_level, revalue=revalue, grid=tuple(grid))
@@ -473,13 +597,16 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
 
     out_dir = None if out is None else Path(out)
     done: dict[int, Path] = {}
+    recomputed: list[str] = []
+    stream = progress
     if out_dir is not None:
         parts_dir = out_dir / "parts"
-        parts_dir.mkdir(parents=True, exist_ok=True)
         mpath = out_dir / "manifest.json"
         if mpath.exists():
             try:
                 old = json.loads(mpath.read_text())
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{mpath}: unreadable manifest ({exc}); remove the folder "
                                  "or choose another --out") from None
@@ -488,9 +615,18 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
                 raise ValueError(f"{out_dir} holds a different sweep (differs in: "
                                  f"{', '.join(diff)}); choose another output folder or "
                                  "delete it")
-        else:
-            _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=2)))
-        done = _done_parts(parts_dir, chunk, n)
+            manifest = old
+        manifest.setdefault("parts", {})
+        if not isinstance(manifest["parts"], dict):
+            manifest["parts"] = {}
+        manifest.pop("results_sha256", None)
+        _write_manifest(mpath, manifest)
+        done, recomputed = _trusted_parts(parts_dir, chunk, n, manifest["parts"], metrics,
+                                          design.dims)
+        for why in recomputed:
+            if stream is not None:
+                stream.write(f"sweep: {why}; computing it again\n")
+                stream.flush()
 
     dtype = engine.dtype
     firsts = [f for f in range(0, n, chunk) if f + chunk > start and f < stop]
@@ -499,10 +635,11 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
     frames = []
     computed = 0
     dims = design.table()
+    limit = engine.pnl_limit
     for first in firsts:
         last = min(first + chunk, n)
         if first in done:
-            frames.append(pd.read_parquet(done[first]))
+            frames.append(done[first])
             continue
         idx = np.arange(first, first + chunk)
         valid = idx < n
@@ -514,15 +651,14 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
         df.insert(0, "index", idx[valid])
         for j, d in enumerate(design.dims):
             df.insert(1 + j, d, dims[d].to_numpy()[idx[valid]])
-        bad = ~np.isfinite(vals).all(axis=1)
-        if bad.any():
-            i = int(idx[valid][np.flatnonzero(bad)[0]])
-            raise FloatingPointError(f"scenario {i} gave non-finite results "
-                                     f"({design.shocks(i, i + 1)}); nothing was written for "
-                                     f"its chunk")
+        df[NOTE_COLUMN] = notes[idx[valid]].astype(str)
+        _check_finite(vals, idx[valid], metrics, design, limit)
         if out_dir is not None:
-            target = out_dir / "parts" / f"part-{first:08d}-{last - 1:08d}.parquet"
+            name = f"part-{first:08d}-{last - 1:08d}.parquet"
+            target = out_dir / "parts" / name
             _write_atomic(target, lambda p, d=df: d.to_parquet(p, index=False))
+            manifest["parts"][name] = _sha256(target)
+            _write_manifest(out_dir / "manifest.json", manifest)
         frames.append(df)
         computed += last - first
         if bar is not None:
@@ -531,12 +667,15 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
     table = table.loc[start:stop - 1]
     if out_dir is not None:
         if len(table) != n or not np.array_equal(table.index.to_numpy(), np.arange(n)):
-            raise RuntimeError(f"{out_dir}: the parts do not cover every scenario exactly once")
-        _write_atomic(out_dir / "results.parquet",
-                      lambda p: table.reset_index().to_parquet(p, index=False))
+            raise ValueError(f"{out_dir}: the parts do not cover every scenario exactly "
+                             "once; delete the folder and run the sweep again")
+        rpath = out_dir / "results.parquet"
+        _write_atomic(rpath, lambda p: table.reset_index().to_parquet(p, index=False))
         table.reset_index().to_csv(out_dir / "results.csv", index=False)
+        manifest["results_sha256"] = _sha256(rpath)
+        _write_manifest(out_dir / "manifest.json", manifest)
     wall = time.perf_counter() - t0
-    return SweepResult(table, out_dir, manifest, wall, resumed, computed)
+    return SweepResult(table, out_dir, manifest, wall, resumed, computed, recomputed)
 
 
 def load_sweep(out) -> SweepResult:
@@ -546,9 +685,19 @@ def load_sweep(out) -> SweepResult:
     for p in (mpath, rpath):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: is {d} a finished sweep folder?")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{mpath}: unreadable manifest ({exc})") from None
+    want = manifest.get("results_sha256") if isinstance(manifest, dict) else None
+    if want is not None and _sha256(rpath) != want:
+        raise ValueError(f"{rpath}: SHA-256 differs from the one in {mpath.name} (the file was "
+                         "edited or corrupted); run the sweep again on the same folder to "
+                         "rebuild it")
     table = pd.read_parquet(rpath).set_index("index")
-    return SweepResult(table, d, json.loads(mpath.read_text()), float("nan"), 0, 0)
+    return SweepResult(table, d, manifest, float("nan"), 0, 0)
 
 
 __all__ = ["SweepDesign", "SweepResult", "sweep", "load_sweep", "scenario_metrics",
-           "make_chunk_fn", "plan_chunk", "Progress", "DEFAULT_LEVELS"]
+           "make_chunk_fn", "plan_chunk", "Progress", "DEFAULT_LEVELS", "check_sweep",
+           "NonFiniteResult", "NOTE_COLUMN", "design_from_dims", "prepare_out"]
