@@ -3,6 +3,12 @@ rules with recorded reasons, and clear errors for bad files."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,3 +171,313 @@ def test_snapshot_selection(data_dir):
     assert later["snapshot"].iloc[0] == snaps["snapshot"].iloc[1]
     with pytest.raises(ValueError, match="no BTC snapshot at or before"):
         D.load_deribit(data_dir, "BTC", "2020-01-01")
+
+
+# ------------------------------------------------------------------------------------------
+# malformed chains: the corpus in tests/data/bad/chains/ and the integrity checks
+
+CHAIN_CORPUS = Path(__file__).resolve().parent / "data" / "bad" / "chains"
+CUT = CHAIN_CORPUS / "source" / "snapshot_20260401_cut.csv"
+"""Ten real rows (lines 56, 114, 326 ... 1510 of deribit_options_snapshot_20260401T100101Z.csv:
+seven BTC quotes of the 10 April 2026 expiry, three ETH quotes), in file order."""
+
+
+def _cut_rows() -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(CUT.read_text(encoding="utf-8"))))
+    return rows[0], rows[1:]
+
+
+def _csv_text(header, rows) -> str:
+    return "".join(",".join(r) + "\n" for r in [header, *rows])
+
+
+def write_chain_corpus(folder: Path) -> list[str]:
+    """Write the malformed chains of ``tests/data/bad/chains/`` (each wrong in one way) from
+    the real rows of ``CUT``; returns the file names. Line numbers count the header as 1, so
+    data row ``i`` (0-based) is line ``i + 2``."""
+    header, rows = _cut_rows()
+    col = {name: j for j, name in enumerate(header)}
+    files = {}
+
+    def edited(edits):
+        """A copy of the rows with ``{(row, column): text}`` applied."""
+        out = [list(r) for r in rows]
+        for (i, c), text in edits.items():
+            out[i][col[c]] = text
+        return out
+
+    def csv_file(name, edits=None, *, text=None):
+        files[name] = (text if text is not None else _csv_text(header, edited(edits or {})))
+
+    # refused
+    keep = [j for j, c in enumerate(header) if c not in ("strike", "underlying")]
+    csv_file("missing_columns.csv", text=_csv_text([header[j] for j in keep],
+                                                   [[r[j] for j in keep] for r in rows]))
+    csv_file("empty.csv", text="")
+    csv_file("header_only.csv", text=_csv_text(header, []))
+    csv_file("lots_open_interest.csv", {(2, "open_interest"): "lots"})            # line 4
+    csv_file("bad_timestamp.csv", {(3, "timestamp"): "yesterday"})                # line 5
+    csv_file("bad_expiry.csv", {(5, "expiry_datetime"): "next friday"})           # line 7
+    csv_file("bad_option_type.csv", {(4, "option_type"): "Put"})                  # line 6
+    csv_file("strike_not_in_name.csv", {(4, "strike"): "66000.0"})                # line 6
+    csv_file("missing_currency.csv", {(1, "currency"): ""})                       # line 3
+    csv_file("eth_negative_strike.csv", {(8, "strike"): "-2400.0"})               # line 10
+    csv_file("snapshot_argument.csv")
+    csv_file("snapshot_index.csv")
+    conflict = edited({})
+    conflict.append(list(conflict[2]))
+    conflict[-1][col["bid_price"]] = "0.0099"                                     # line 12
+    csv_file("conflicting_duplicate.csv", text=_csv_text(header, conflict))
+    short = edited({})
+    short[3] = short[3][:12]                                                      # line 5
+    csv_file("short_line.csv", text=_csv_text(header, short))
+    extra = edited({})
+    extra[4] = [*extra[4][:8], "0", *extra[4][8:]]                                # line 6
+    csv_file("extra_field.csv", text=_csv_text(header, extra))
+    pasted = _csv_text(header, rows)
+    csv_file("pasted_twice.csv", text=pasted + pasted)                            # line 12
+    latin1 = _csv_text(header, edited({(1, "underlying_name"): "BTC-10AVR26 \u00e9ch\u00e9ance"}))
+    files["not_utf8.csv"] = latin1.encode("latin-1")                             # line 3
+    # dropped with a reason
+    csv_file("duplicate_rows.csv", text=_csv_text(header, rows + rows[:7]))      # lines 12-18
+    csv_file("forward_1000.csv", {(3, "underlying"): "1000.0"})                  # line 5
+    csv_file("forward_off_siblings.csv", {(3, "underlying"): "72000.0"})         # line 5
+    csv_file("index_missing.csv", {(2, "index_price"): ""})                      # line 4
+    csv_file("index_zero.csv", {(2, "index_price"): "0.0"})
+    csv_file("index_negative.csv", {(2, "index_price"): "-68638.14"})
+    csv_file("index_1e308.csv", {(2, "index_price"): "1e308"})
+    csv_file("index_nan_text.csv", {(2, "index_price"): "NaN"})
+    csv_file("negative_open_interest.csv", {(6, "open_interest"): "-248.0"})     # line 8
+    csv_file("deribit_iv_negative.csv", {(0, "implied_volatility"): "-0.4692"})  # line 2
+    whole = _csv_text(header, rows[:7])
+    csv_file("truncated_last_line.csv", text=whole[:whole.rindex("\n", 0, -1) + 80])  # line 8
+    # parquet: 0-based row indices
+    frame = pd.read_csv(io.StringIO(_csv_text(header, rows)))
+    lots = frame.astype({"open_interest": str})   # a text column, as a spreadsheet saves it
+    lots.loc[3, "open_interest"] = "lots"
+    files["lots_open_interest.parquet"] = lots
+    files["duplicate_rows.parquet"] = pd.concat([frame, frame.iloc[:7]], ignore_index=True)
+    for name, content in files.items():
+        path = folder / name
+        if isinstance(content, pd.DataFrame):
+            content.to_parquet(path, index=False)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return sorted(files)
+
+
+def test_chain_corpus_is_written_by_its_script(tmp_path):
+    """The committed corpus is exactly what ``write_chain_corpus`` writes from the real rows."""
+    names = write_chain_corpus(tmp_path)
+    committed = sorted(p.name for p in CHAIN_CORPUS.iterdir()
+                       if p.is_file() and p.name not in ("expect.toml", "README.md"))
+    assert committed == names
+    expect = tomllib.loads((CHAIN_CORPUS / "expect.toml").read_text(encoding="utf-8"))
+    assert sorted(expect) == names
+    for name in names:
+        if name.endswith(".parquet"):
+            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name),
+                                          pd.read_parquet(CHAIN_CORPUS / name))
+        else:
+            assert (tmp_path / name).read_bytes() == (CHAIN_CORPUS / name).read_bytes(), name
+
+
+def _load_cut(tmp_path, edit=None, name="chain.csv", **kw):
+    header, rows = _cut_rows()
+    rows = [list(r) for r in rows]
+    if edit is not None:
+        rows = edit(header, rows)
+    path = tmp_path / name
+    path.write_text(_csv_text(header, rows), encoding="utf-8")
+    return D.load_deribit(path, return_dropped=True, **kw)
+
+
+def test_cut_rows_load_with_line_numbers(tmp_path):
+    chain, dropped = _load_cut(tmp_path)
+    assert len(chain) == 7 and dropped.empty
+    assert sorted(chain["source_row"]) == list(range(2, 9))
+    header, rows = _cut_rows()
+    for _, q in chain.iterrows():  # each quote comes from the line it says
+        assert rows[q["source_row"] - 2][header.index("instrument_name")] == q["instrument"]
+    eth, _ = _load_cut(tmp_path, currency="ETH")
+    assert sorted(eth["source_row"]) == [9, 10, 11]
+    assert chain.attrs["cleaning"] == D.cleaning_summary(7, dropped)
+
+
+def _set(row, column, text):
+    def edit(header, rows):
+        rows[row][header.index(column)] = text
+        return rows
+    return edit
+
+
+@pytest.mark.parametrize(("column", "text", "reason"), [
+    ("index_price", "", "bad_index_price"),
+    ("index_price", "0", "bad_index_price"),
+    ("index_price", "-68638.14", "bad_index_price"),
+    ("index_price", "1e308", "bad_index_price"),
+    ("index_price", "inf", "bad_index_price"),
+    ("index_price", "75000", "bad_index_price"),       # 9% off the snapshot's index
+    ("underlying", "1000", "bad_forward"),              # far from the index
+    ("underlying", "1e308", "bad_forward"),
+    ("underlying", "70500", "bad_forward"),             # 2.6% off its expiry's forward
+    ("open_interest", "-1", "bad_open_interest"),
+    ("open_interest", "", "bad_open_interest"),
+    ("open_interest", "1e308", "bad_open_interest"),
+    ("volume", "-3", "bad_volume"),
+    ("implied_volatility", "", "bad_deribit_iv"),
+    ("implied_volatility", "1e308", "bad_deribit_iv"),
+])
+def test_integrity_drops_name_their_line(tmp_path, column, text, reason):
+    chain, dropped = _load_cut(tmp_path, _set(4, column, text))   # data row 4: line 6
+    assert list(dropped["reason"]) == [reason]
+    assert list(dropped["source_row"]) == [6]
+    assert dropped["instrument"].iloc[0] == "BTC-10APR26-64000-P"
+    assert len(chain) == 6 and 6 not in set(chain["source_row"])
+    assert chain.attrs["cleaning"]["dropped"][reason] == 1
+    assert chain.attrs["cleaning"]["rows"] == 7
+    assert np.isfinite(chain.select_dtypes("number").to_numpy(float)).all()
+
+
+def test_sound_values_at_the_tolerances_are_kept(tmp_path):
+    """A forward 1% off its siblings and an index 1% off the snapshot's stay (the real data
+    has up to 0.4% and 0.7%)."""
+    chain, dropped = _load_cut(tmp_path, _set(4, "underlying", str(68668.65 * 1.01)))
+    assert dropped.empty and len(chain) == 7
+    chain, dropped = _load_cut(tmp_path, _set(4, "index_price", str(68638.14 * 0.99)))
+    assert dropped.empty and len(chain) == 7
+
+
+def test_exact_duplicates_dropped_conflicting_refused(tmp_path):
+    def twice(header, rows):
+        return rows + rows[:7]
+    chain, dropped = _load_cut(tmp_path, twice)
+    assert len(chain) == 7 and sorted(chain["source_row"]) == list(range(2, 9))
+    assert set(dropped["reason"]) == {"duplicate_row"}
+    assert sorted(dropped["source_row"]) == list(range(12, 19))
+
+    def conflicting(header, rows):
+        rows.append(list(rows[2]))
+        rows[-1][header.index("ask_price")] = "0.0123"
+        return rows
+    with pytest.raises(ValueError, match=r"chain.csv: line 12 and line 4: duplicate "
+                                         r"'instrument_name' BTC-10APR26-72000-C .*ask_price"):
+        _load_cut(tmp_path, conflicting)
+
+
+def test_truncated_last_line_is_recorded(tmp_path):
+    header, rows = _cut_rows()
+    text = _csv_text(header, rows)
+    path = tmp_path / "cut.csv"
+    path.write_text(text[:-60], encoding="utf-8")   # the last line (11, ETH) loses its end
+    chain, dropped = D.load_deribit(path, "ETH", return_dropped=True)
+    assert list(dropped["reason"]) == ["truncated_line"]
+    assert list(dropped["source_row"]) == [11]
+    assert dropped["instrument"].iloc[0] == "ETH-10APR26-2200-C"
+    assert sorted(chain["source_row"]) == [9, 10]
+    assert chain.attrs["cleaning"] == {**chain.attrs["cleaning"], "rows": 3, "kept": 2}
+    # a BTC load of the same file: the cut ETH line is not a BTC quote
+    chain, dropped = D.load_deribit(path, "BTC", return_dropped=True)
+    assert dropped.empty and len(chain) == 7
+    # cut before its currency and name are known: recorded for either currency
+    path.write_text(text[:text.rindex("\n", 0, -1) + 20], encoding="utf-8")
+    _, dropped = D.load_deribit(path, "BTC", return_dropped=True)
+    assert list(dropped["reason"]) == ["truncated_line"] and list(dropped["source_row"]) == [11]
+    # a short line before the last is refused
+    lines = text.splitlines(keepends=True)
+    lines[4] = lines[4][:40] + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"cut.csv: line 5 has 2 fields, the header \(line 1\) "
+                                         r"has 23"):
+        D.load_deribit(path)
+
+
+def test_line_numbers_count_the_whole_file(tmp_path):
+    """An ETH row is named by its line in the file, not by its place among the ETH rows;
+    blank lines count."""
+    def bad_eth(header, rows):
+        rows[8][header.index("strike")] = "-2400.0"
+        return rows
+    with pytest.raises(ValueError, match=r"chain.csv: line 10 \(ETH-10APR26-2400-C\): field "
+                                         r"'strike' must be a finite positive number"):
+        _load_cut(tmp_path, bad_eth, currency="ETH")
+    header, rows = _cut_rows()
+    rows[1][header.index("open_interest")] = "lots"
+    lines = _csv_text(header, rows).splitlines(keepends=True)
+    path = tmp_path / "blank.csv"
+    path.write_text("".join([lines[0], "\n", *lines[1:]]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"blank.csv: line 4, column 'open_interest': expected "
+                                         r"a number \(or an empty field\), got 'lots'"):
+        D.load_deribit(path)
+
+
+def test_parquet_rows_are_named_by_their_index(tmp_path):
+    header, rows = _cut_rows()
+    frame = pd.read_csv(io.StringIO(_csv_text(header, rows)))
+    frame.loc[9, "underlying"] = 5.0            # the last ETH row
+    path = tmp_path / "chain.parquet"
+    frame.to_parquet(path, index=False)
+    chain, dropped = D.load_deribit(path, "ETH", return_dropped=True)
+    assert list(dropped["source_row"]) == [9] and list(dropped["reason"]) == ["bad_forward"]
+    assert sorted(chain["source_row"]) == [7, 8]
+    assert chain.attrs["source_row"] == "parquet row"
+    frame.loc[8, "underlying"] = -5.0
+    frame.to_parquet(path, index=False)
+    with pytest.raises(ValueError, match=r"chain.parquet: row 8 \(0-based row index in the "
+                                         r"parquet file\) \(ETH-10APR26-2400-C\)"):
+        D.load_deribit(path, "ETH")
+
+
+def test_unreadable_files_say_why(tmp_path):
+    header, rows = _cut_rows()
+    text = _csv_text(header, rows)
+    path = tmp_path / "chain.csv"
+    path.write_bytes(text.replace("BTC-10APR26,put", "BTC-10AVR26 \u00e9,put", 1)
+                     .encode("latin-1"))
+    with pytest.raises(ValueError, match=r"chain.csv: line 3 is not UTF-8 text \(byte 0xe9"):
+        D.load_deribit(path)
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"chain.csv: empty file"):
+        D.load_deribit(path, snapshot="last")
+    path.write_text(text.replace("timestamp,", "time,", 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"chain.csv: missing column\(s\) 'timestamp'"):
+        D.load_deribit(path, snapshot="last")
+    rows[3][0] = "yesterday"
+    path.write_text(_csv_text(header, rows), encoding="utf-8")
+    for snapshot in ("last", None):
+        with pytest.raises(ValueError, match=r"chain.csv: line 5.*'timestamp' must be an "
+                                             r"ISO-8601 time .*got 'yesterday'"):
+            D.load_deribit(path, snapshot=snapshot)
+
+
+@pytest.mark.parametrize("snapshot", ["yesterday", "", 1.5, True, ["last"]])
+def test_bad_snapshot_arguments_say_what_is_accepted(tmp_path, snapshot):
+    path = tmp_path / "chain.csv"
+    path.write_text(CUT.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"chain.csv: snapshot must be None \(every snapshot\), "
+                                         r"'first', 'last', an int index"):
+        D.load_deribit(path, snapshot=snapshot)
+    with pytest.raises(ValueError, match=r"chain.csv: snapshot index 3 out of range"):
+        D.load_deribit(path, snapshot=3)
+    assert len(D.load_deribit(path, snapshot=0)) == len(D.load_deribit(path, snapshot="last"))
+
+
+def test_one_tick_bid_is_kept_below_one_tick_dropped(rng):
+    """``min_price`` (default ``min_bid_ticks=1``) drops bids *below* one tick (1e-4 coin);
+    a bid of exactly one tick is kept. ``min_bid_ticks=2`` drops it."""
+    raw = _synthetic_raw(rng)
+    otm = np.where(raw.option_type == "call", raw.strike > raw.underlying,
+                   raw.strike < raw.underlying)
+    # the two cheapest out-of-the-money quotes of the 30-day expiry (marks 2e-4, 3e-4 coin)
+    j, i = raw[otm & raw.instrument_name.str.startswith("BTC-X1-")].nsmallest(
+        2, "mark_price").index
+    raw.loc[j, ["bid_price", "ask_price"]] = [1e-4, 2 * raw.loc[j, "mark_price"]]
+    raw.loc[i, ["bid_price", "ask_price"]] = [0.99e-4, 2 * raw.loc[i, "mark_price"]]
+    loose = D.CleaningRules(max_spread_iv=10.0, max_abs_z=100.0, min_expiry_days=0.0)
+    reason = D.drop_reasons(D.normalise_deribit(raw), loose)
+    assert reason[j] == ""
+    assert reason[i] == "min_price"
+    strict = dataclasses.replace(loose, min_bid_ticks=2.0)
+    assert D.drop_reasons(D.normalise_deribit(raw), strict)[j] == "min_price"

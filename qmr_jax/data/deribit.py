@@ -133,6 +133,13 @@ def _times(col: pd.Series) -> pd.Series:
     return pd.Series(out.array, index=col.index, name=col.name)
 
 
+def _show(value) -> str:
+    """A cell for a message: ``-5.0``, ``'lots'``, ``nan`` (not ``np.float64(-5.0)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _where(raw: pd.DataFrame, i: int) -> str:
     """Where raw row ``i`` (positional) is in its file: ``line N`` for a CSV (the file's own
     line number, the header being line 1), ``row N (0-based ...)`` for parquet."""
@@ -206,7 +213,7 @@ def _read_csv(p: Path) -> pd.DataFrame:
             raise ValueError(f"{p}: line {line} has {len(fields)} fields, the header "
                              f"(line {header_line}) has {len(header)}; every row needs a "
                              f"value (or an empty field) for each column")
-        given = dict(zip(header, fields, strict=False))
+        given = dict(zip(header, fields[:-1], strict=False))  # the last field may be cut
         truncated.append((line, given.get("currency") or None,
                           given.get("instrument_name") or None))
     if truncated:
@@ -234,7 +241,7 @@ def _to_numbers(raw: pd.DataFrame, source) -> None:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"{source}: {_where(raw, i)}, column {c!r}: expected a number (or "
-                             f"an empty field), got {col.iloc[i]!r}")
+                             f"an empty field), got {_show(col.iloc[i])}")
         raw[c] = v.astype(np.float64)
 
 
@@ -345,7 +352,9 @@ def read_deribit_raw(path=None, *, currency: str | None = None,
     keep = np.ones(len(raw), bool)
     if currency is not None:
         keep &= (raw["currency"] == currency).to_numpy(dtype=bool, na_value=False)
-        truncated = [t for t in truncated if t[1] in (None, currency)]
+        # a cut line's currency, else its instrument name's (BTC-...), else unknown: kept
+        truncated = [t for t in truncated
+                     if (t[1] or (t[2] or "-").split("-")[0] or None) in (None, currency)]
     if snapshot is not None:
         if str(snapshot).endswith(".csv"):
             if "snapshot_file" in raw.columns:
@@ -494,7 +503,7 @@ def _check_identifiers(raw: pd.DataFrame, source: str) -> None:
         i = int(np.flatnonzero(mask)[0])
         got = raw[field].iloc[i] if value is None else value[i]
         raise ValueError(f"{source}: {_where(raw, i)} ({raw['instrument_name'].iloc[i]}): "
-                         f"field {field!r} {rule}; got {got!r}")
+                         f"field {field!r} {rule}; got {_show(got)}")
 
     bad = raw["instrument_name"].isna().to_numpy()
     if bad.any():
@@ -739,8 +748,8 @@ def check_integrity(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise ValueError(
                 f"{source}: {_where(raw, j)} and {_where(raw, i)}: duplicate 'instrument_name' "
                 f"{mine['instrument_name']} in snapshot {mine['timestamp']} with different "
-                f"values ({field} {raw[field].iloc[i]!r} and {mine[field]!r}); a snapshot "
-                "quotes each instrument once")
+                f"values ({field} {_show(raw[field].iloc[i])} and {_show(mine[field])}); a "
+                "snapshot quotes each instrument once")
         mark(same_key, "duplicate_row")
 
     snap = (raw["timestamp"].astype(str) + "|" + raw["currency"].astype(str)).to_numpy()
@@ -924,7 +933,7 @@ def _pick_snapshot(p: Path, currency: str, snapshot):
         if not -len(stamps) <= choice < len(stamps):
             raise ValueError(f"{p}: snapshot index {choice} out of range ({-len(stamps)}.."
                              f"{len(stamps) - 1}: the file has {len(stamps)} {currency} "
-                             "snapshots)")
+                             f"snapshot{'' if len(stamps) == 1 else 's'})")
         ts = stamps.iloc[choice]
     else:
         earlier = stamps[stamps <= choice]
