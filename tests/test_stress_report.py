@@ -14,6 +14,7 @@ import pytest
 
 from qmr_jax.report.stress import (
     STRESS_FILES,
+    clamped_summary,
     dimensions,
     drivers,
     es_contribution_figure,
@@ -218,6 +219,24 @@ def test_sweep_report_files_and_links(tmp_path, path_table):
     assert all((out / p).exists() for p in _linked_pngs(html))
     with pytest.raises(ValueError, match="unknown dimension 'rate'"):
         sweep_report(SimpleNamespace(table=inst, manifest={}), out, pairs=[("rate", "spot")])
+
+
+def test_clamped_column_is_a_note_not_a_dimension(tmp_path):
+    t = _instant_table()
+    t["clamped"] = ""
+    assert clamped_summary(t) is None
+    t.loc[[1, 4], "clamped"] = ["kappa 0 clamped to 0.001", "kappa -98 clamped to 0.001"]
+    assert dimensions(t) == ["spot", "vol"]
+    assert clamped_summary(t) == (
+        "2 of 6 scenarios moved a model parameter out of the model's domain; it was clamped "
+        "to the domain's edge (column 'clamped'), e.g. scenario 1: kappa 0 clamped to 0.001.")
+    worst = worst_scenarios(t, 6)
+    assert worst.set_index("scenario").loc[4, "clamped"] == "kappa -98 clamped to 0.001"
+    paths = sweep_report(SimpleNamespace(table=t, manifest=_manifest(0, t)), tmp_path)
+    assert [n for n in paths if n.endswith(".png")] == ["heatmap_pnl_usd_spot_vol.png"]
+    html = paths["report.html"].read_text()
+    assert "2 of 6 scenarios moved a model parameter" in html
+    assert "kappa -98 clamped to 0.001" in html
 
 
 def _stress_rows() -> pd.DataFrame:
