@@ -67,7 +67,9 @@ CHAIN_COLUMNS = {
     "open_interest": "open interest, contracts",
     "volume": "24h volume, contracts (NaN if absent)",
 }
-"""The normalised option-chain table: column -> meaning."""
+"""The normalised option-chain table: column -> meaning. A chain read from a file by
+``load_deribit`` also has ``source_row``: the quote's line in a CSV (the header is line 1), its
+0-based row index in a parquet file (``attrs["source_row"]`` says which)."""
 
 TICK = {"BTC": 1e-4, "ETH": 1e-4}
 """Deribit option price tick (coin) per currency."""
@@ -153,6 +155,8 @@ def _where(raw: pd.DataFrame, i: int) -> str:
 
 def _decode(p: Path) -> str:
     data = p.read_bytes()
+    if data.startswith(b"PAR1"):
+        raise ValueError(f"{p}: this is a parquet file, not CSV text; name it .parquet")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -434,7 +438,9 @@ def normalise_deribit(raw: pd.DataFrame) -> pd.DataFrame:
     """The option-chain table (``CHAIN_COLUMNS``) of raw Deribit rows.
 
     Rows with unusable identifiers (non-positive strike or forward, unknown option type,
-    unparsable times) raise a ``ValueError`` naming the source, the row and the field; price
+    unparsable times, a strike, type or currency that contradicts the instrument name) raise a
+    ``ValueError`` naming the source, the line (``source_row``, carried into the chain when
+    the raw rows have it) and the field; price
     problems (no bid, crossed quotes, prices outside the no-arbitrage bounds) are left for the
     cleaning rules, which record a reason per row.
     """
