@@ -6,6 +6,7 @@ Importing the package never changes global JAX configuration; enable float64 you
 Public API (stable names):
 
 * models: ``GBM``, ``Merton``, ``Kou``, ``Heston``, ``Bates`` and ``Market``;
+  ``check_models`` (which batch member and field is invalid) and ``checkify_models``;
 * pricing: ``black_price``, ``black_greeks``, ``implied_vol``, ``fourier_price``,
   ``merton_series_price``, ``mc_price`` with the ``payoffs`` module;
 * simulation: ``simulate`` returning ``Paths`` (or ``PathSummary``);
@@ -21,7 +22,18 @@ Public API (stable names):
 from . import calibration, data, models, sensitivities, stress
 from .book import Book, Position, load_book, load_model
 from .calibration import CalibrationResult, calibrate, calibrate_batch, quote_sensitivities
-from .models import GBM, Bates, Heston, Kou, Market, Merton, cumulants
+from .models import (
+    GBM,
+    Bates,
+    Heston,
+    Kou,
+    Market,
+    Merton,
+    ModelCheck,
+    check_models,
+    checkify_models,
+    cumulants,
+)
 from .pricing import payoffs
 from .pricing.black import (
     IV_ABOVE_MAX,
@@ -49,6 +61,9 @@ __all__ = [
     "Bates",
     "Market",
     "cumulants",
+    "check_models",
+    "checkify_models",
+    "ModelCheck",
     "models",
     "data",
     "calibration",

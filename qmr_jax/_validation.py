@@ -3,6 +3,11 @@
 Checks run only on concrete values: inside ``jit``/``vmap``/``grad`` tracing the leaves are
 tracers and the checks are skipped (the caller validated before tracing). Errors name the
 container, the field, the rule and the offending value (and its index for batched leaves).
+
+The same rule tables also give traced predicates (``valid_mask``, ``field_masks``): each rule's
+predicate is written with array operators only, so it evaluates on NumPy arrays, JAX arrays
+and tracers alike. The pricers mask their outputs with ``valid_mask`` so that an invalid
+parameter set inside traced code gives NaN, never a finite number.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Rule = tuple[str, Callable[[np.ndarray], np.ndarray], str]
@@ -51,6 +57,27 @@ def check_fields(obj, rules: list[Rule]) -> None:
             raise ValueError(f"{name}.{field} must be {desc}; got {float(shown)!r}{where}")
 
 
+def field_masks(obj, rules: list[Rule]) -> dict:
+    """``{field: bool array}``: where each field is finite and satisfies its rule.
+
+    Traceable (``jit``/``vmap``): the masks are JAX arrays shaped like each leaf.
+    """
+    out = {}
+    for field, pred, _ in rules:
+        x = jnp.asarray(getattr(obj, field))
+        out[field] = jnp.isfinite(x) & pred(x)
+    return out
+
+
+def valid_mask(obj, rules: list[Rule]):
+    """Traced validity of a (possibly batched) parameter set: a bool array broadcast over
+    the leaves, ``True`` where every field passes the rules ``check_fields`` enforces."""
+    ok = jnp.asarray(True)
+    for mask in field_masks(obj, rules).values():
+        ok = ok & mask
+    return ok
+
+
 def positive(x):
     return x > 0
 
@@ -60,7 +87,7 @@ def nonnegative(x):
 
 
 def finite(x):
-    return np.isfinite(x)
+    return x - x == 0  # False for inf and NaN; array operators only (works when traced)
 
 
 def open_unit_corr(x):

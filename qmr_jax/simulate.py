@@ -69,6 +69,7 @@ from jax.scipy.special import ndtr
 
 from ._arrays import float_dtype
 from .models import GBM, Bates, Heston, Kou, Market, Merton
+from .models.base import mask_invalid, model_valid
 
 BLOCK_SIZE = 512
 """Paths per random-number block (fixed: changing it changes every simulated number)."""
@@ -391,7 +392,9 @@ def _qe_variance(model, v, dt, zv, one_m_u=None):
     one_m = -jnp.expm1(-kappa * dt)
     m = theta + (v - theta) * ekt
     s2 = v * (xi**2 * ekt / kappa * one_m) + theta * xi**2 / (2.0 * kappa) * one_m**2
-    psi = s2 / (m * m)
+    # psi -> 0 as xi -> 0 (deterministic variance); its floor keeps (2 / psi)^2 and b2 finite
+    # (the floor's effect on v_next is relative sqrt(floor), far below rounding)
+    psi = jnp.maximum(s2 / (m * m), float(np.finfo(jnp.result_type(s2)).tiny) ** 0.45)
     quad = psi <= PSI_C
     # quadratic branch: v' = a (b + Zv)^2
     inv = 2.0 / jnp.where(quad, psi, 1.0)
@@ -639,6 +642,11 @@ def simulate_blocks(
         body, (y0, v0, rec0, n0), (steps, dts, step_times, obs_slot)
     )
     n = n_blocks * BLOCK_SIZE
+    # an invalid parameter set (possible only when traced: concrete ones are validated
+    # first) gives NaN paths, never finite ones
+    ok = model_valid(model, market)
+    rec = jax.tree_util.tree_map(lambda r: mask_invalid(r, jnp.reshape(ok, (-1, 1))), rec)
+    y = mask_invalid(y, jnp.reshape(ok, (-1, 1)))
     if record == "summary":
         if running is None:
             final, hi, lo, total = (r.reshape(n) for r in rec)

@@ -166,24 +166,24 @@ def _bad_cases():
     # (price, forward, strike, expiry, is_call, discount, expected status, expected vol)
     nan, inf = float("nan"), float("inf")
     return [
-        (5.0, 100.0, 90.0, 1.0, True, 1.0, IV_BELOW_INTRINSIC, 0.0),  # call below F - K
-        (5.0, 100.0, 110.0, 1.0, False, 0.9, IV_BELOW_INTRINSIC, 0.0),  # put below D(K - F)
-        (-1.0, 100.0, 110.0, 1.0, True, 1.0, IV_BELOW_INTRINSIC, 0.0),  # negative price
+        (5.0, 100.0, 90.0, 1.0, True, 1.0, IV_BELOW_INTRINSIC, nan),  # call below F - K
+        (5.0, 100.0, 110.0, 1.0, False, 0.9, IV_BELOW_INTRINSIC, nan),  # put below D(K - F)
+        (-1.0, 100.0, 110.0, 1.0, True, 1.0, IV_BELOW_INTRINSIC, nan),  # negative price
         (100.0, 100.0, 110.0, 1.0, True, 1.0, IV_ABOVE_MAX, inf),  # call at F
         (120.0, 100.0, 110.0, 1.0, True, 1.0, IV_ABOVE_MAX, inf),  # call above F
         (100.0, 100.0, 110.0, 1.0, False, 0.9, IV_ABOVE_MAX, inf),  # put above D K
-        (inf, 100.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (nan, 100.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, nan, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 0.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, -100.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, 0.0, 1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, -110.0, 1.0, False, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, 110.0, 0.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, 110.0, -1.0, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, 110.0, nan, True, 1.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, 110.0, 1.0, True, 0.0, IV_BAD_INPUT, 0.0),
-        (5.0, 100.0, 110.0, 1.0, True, nan, IV_BAD_INPUT, 0.0),
+        (inf, 100.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (nan, 100.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, nan, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 0.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, -100.0, 110.0, 1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, 0.0, 1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, -110.0, 1.0, False, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, 110.0, 0.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, 110.0, -1.0, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, 110.0, nan, True, 1.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, 110.0, 1.0, True, 0.0, IV_BAD_INPUT, nan),
+        (5.0, 100.0, 110.0, 1.0, True, nan, IV_BAD_INPUT, nan),
         (10.0, 100.0, 90.0, 1.0, True, 1.0, IV_OK, 0.0),  # exactly intrinsic
         (0.0, 100.0, 110.0, 1.0, True, 1.0, IV_OK, 0.0),  # worthless OTM option
     ]
@@ -202,8 +202,12 @@ def test_bad_inputs_status_values_and_zero_gradients():
     vols, status = implied_vol(price, forward, strike, expiry, is_call, discount,
                                return_status=True)
     np.testing.assert_array_equal(np.asarray(status), want_status)
-    np.testing.assert_array_equal(np.asarray(vols), want_vol)
-    assert not np.any(np.isnan(np.asarray(vols)))
+    np.testing.assert_array_equal(np.asarray(vols), want_vol)  # NaN where want_vol is NaN
+    no_vol = np.isin(want_status, (IV_BELOW_INTRINSIC, IV_BAD_INPUT))
+    assert np.all(np.isnan(np.asarray(vols)) == no_vol)
+    # without a status the same: a NaN or invalid input never gives a finite volatility
+    plain = np.asarray(implied_vol(price, forward, strike, expiry, is_call, discount))
+    np.testing.assert_array_equal(plain, want_vol)
 
     def loss(p, f, k, t, d):
         return jnp.sum(implied_vol(p, f, k, t, is_call, d))
@@ -222,26 +226,27 @@ def test_prices_a_few_ulps_below_intrinsic_count_as_intrinsic():
     vols, status = implied_vol(prices, forward, strike, 1.0, True, 0.97, return_status=True)
     np.testing.assert_array_equal(np.asarray(status),
                                   np.where(ulps < 4, IV_OK, IV_BELOW_INTRINSIC))
-    np.testing.assert_array_equal(np.asarray(vols), 0.0)
+    np.testing.assert_array_equal(np.asarray(vols), np.where(ulps < 4, 0.0, np.nan))
 
 
 @settings(max_examples=200, deadline=None)
 @given(values=hnp.arrays(np.float64, (5, BATCH), elements=st.floats(allow_subnormal=False)),
        is_call=hnp.arrays(np.bool_, BATCH))
-def test_arbitrary_inputs_never_give_nan(values, is_call):
-    """Any floats at all (NaN, inf, signs, huge and tiny; subnormals flush to zero on CPU)."""
+def test_arbitrary_inputs_give_nan_exactly_without_a_volatility(values, is_call):
+    """Any floats at all (NaN, inf, signs, huge and tiny; subnormals flush to zero on CPU):
+    NaN exactly where the status says no volatility exists, else a volatility >= 0."""
     price, forward, strike, expiry, discount = values
     vols, status = implied_vol(price, forward, strike, expiry, is_call, discount,
                                return_status=True)
     vols, status = np.asarray(vols), np.asarray(status)
-    assert not np.any(np.isnan(vols))
-    assert np.all(vols >= 0)
+    np.testing.assert_array_equal(np.isnan(vols),
+                                  np.isin(status, [IV_BELOW_INTRINSIC, IV_BAD_INPUT]))
+    assert np.all(vols[~np.isnan(vols)] >= 0)
     assert np.all(np.isin(status, [IV_OK, IV_BELOW_INTRINSIC, IV_ABOVE_MAX, IV_BAD_INPUT]))
     finite = np.all(np.isfinite(values[:5]), axis=0)
     positive = (forward > 0) & (strike > 0) & (expiry > 0) & (discount > 0)
     np.testing.assert_array_equal(status == IV_BAD_INPUT, ~(finite & positive))
-    assert np.all(vols[status != IV_ABOVE_MAX] < np.inf)
-    assert np.all(vols[(status == IV_BAD_INPUT) | (status == IV_BELOW_INTRINSIC)] == 0.0)
+    assert np.all(vols[status == IV_OK] < np.inf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,3 +383,10 @@ def test_float32_round_trip(u_vol, u_t, u_z, u_f, is_call):
     err = np.abs(iv - vols)
     tol = 16 * EPS32 * (vols + spread)
     assert np.all(err[determined] <= tol[determined]), np.max((err / tol)[determined])
+
+
+def test_implied_vol_of_nan_is_nan_without_status():
+    assert np.isnan(float(implied_vol(float("nan"), 100.0, 100.0, 1.0, True)))
+    assert np.isnan(float(implied_vol(5.0, 100.0, 100.0, float("nan"), True)))
+    vol, status = implied_vol(float("nan"), 100.0, 100.0, 1.0, True, return_status=True)
+    assert np.isnan(float(vol)) and int(status) == IV_BAD_INPUT

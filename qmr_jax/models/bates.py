@@ -7,9 +7,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_fields, finite, nonnegative
-from .heston import HESTON_RULES, Heston, heston_log_cf
-from .merton import lognormal_jump_log_cf
+from .._validation import check_fields, valid_mask
+from .heston import HESTON_RULES, Heston, heston_cumulants, heston_log_cf
+from .merton import JUMP_RULES, lognormal_jump_log_cf
+
+BATES_RULES = HESTON_RULES + JUMP_RULES
+"""Validation rules: ``validate()`` raises on them, ``valid()`` is their traced mask."""
 
 
 class Bates(NamedTuple):
@@ -40,17 +43,30 @@ class Bates(NamedTuple):
             self.v0, self.kappa, self.theta, self.xi, self.rho, u, t
         ) + lognormal_jump_log_cf(self.lam, self.mu_j, self.sigma_j, u, t)
 
+    def cumulants(self, t, orders=(1, 2, 4)):
+        """Heston's cumulants (regular as ``kappa -> 0``) plus those of the jumps."""
+        from .base import jet_cumulants
+
+        t = jnp.asarray(t)
+        orders = tuple(orders)
+        sv = heston_cumulants(self.v0, self.kappa, self.theta, self.xi, self.rho, t, orders)
+        jumps = jet_cumulants(
+            lambda u, tt: lognormal_jump_log_cf(self.lam, self.mu_j, self.sigma_j, u, tt),
+            t, orders,
+        )
+        return tuple(a + b for a, b in zip(sv, jumps, strict=True))
+
     def feller_ratio(self):
         return 2.0 * self.kappa * self.theta / self.xi**2
 
+    @staticmethod
+    def validity_rules():
+        return BATES_RULES
+
+    def valid(self):
+        """Traced validity mask (bool array over the batch) of ``BATES_RULES``."""
+        return valid_mask(self, BATES_RULES)
+
     def validate(self) -> Bates:
-        check_fields(
-            self,
-            HESTON_RULES
-            + [
-                ("lam", nonnegative, "a finite non-negative jump intensity"),
-                ("mu_j", finite, "finite"),
-                ("sigma_j", nonnegative, "a finite non-negative jump size volatility"),
-            ],
-        )
+        check_fields(self, BATES_RULES)
         return self

@@ -7,13 +7,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_fields, positive
+from .._validation import check_fields, positive, valid_mask
 
 
 def diffusion_log_cf(sigma, u, t):
     """log E[exp(iu X)] of the Gaussian part ``X = -sigma^2 t/2 + sigma W_t``."""
     iu = 1j * u
     return -0.5 * sigma**2 * t * (iu + u * u)
+
+
+GBM_RULES = [("sigma", positive, "a finite positive volatility")]
+"""Validation rules: ``validate()`` raises on them, ``valid()`` is their traced mask."""
 
 
 class GBM(NamedTuple):
@@ -29,6 +33,14 @@ class GBM(NamedTuple):
         """Log characteristic function of ``log(S_t/F_t)``."""
         return diffusion_log_cf(self.sigma, jnp.asarray(u), t)
 
+    @staticmethod
+    def validity_rules():
+        return GBM_RULES
+
+    def valid(self):
+        """Traced validity mask (bool array over the batch) of ``GBM_RULES``."""
+        return valid_mask(self, GBM_RULES)
+
     def validate(self) -> GBM:
-        check_fields(self, [("sigma", positive, "a finite positive volatility")])
+        check_fields(self, GBM_RULES)
         return self

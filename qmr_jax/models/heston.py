@@ -6,8 +6,21 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .._validation import check_fields, nonnegative, open_unit_corr, positive
+from .._validation import check_fields, nonnegative, open_unit_corr, positive, valid_mask
+
+
+def _log1p_ratio(x):
+    """``log(1 + x) / x``, 1 at ``x = 0``: its series for ``|x| < 1e-3`` (exact to rounding,
+    with exact derivatives up to order 6, so Taylor-mode cumulants stay exact), else the
+    ratio with a safe argument (finite derivatives everywhere)."""
+    small = jnp.real(x) ** 2 + jnp.imag(x) ** 2 < 1e-6
+    safe = jnp.where(small, 1.0, x)
+    series = 0.0
+    for n in range(7, 0, -1):
+        series = series * x + (-1.0) ** (n - 1) / n
+    return jnp.where(small, series, jnp.log1p(safe) / safe)
 
 
 def heston_log_cf(v0, kappa, theta, xi, rho, u, t):
@@ -16,17 +29,137 @@ def heston_log_cf(v0, kappa, theta, xi, rho, u, t):
     Albrecher, Mayer, Schoutens and Tistaert (2007), "The little Heston trap": with
     ``d`` on the principal branch, ``g = (b - d)/(b + d)`` keeps ``|g e^{-dt}| < 1`` and the
     complex logarithm continuous in ``u``, so no branch tracking is needed for any maturity.
+
+    Written without removable singularities: ``b - d = -xi^2 w / (b + d)`` with
+    ``w = iu + u^2`` (``b^2 - d^2 = -xi^2 w`` exactly), so neither the difference ``b - d``
+    nor the division by ``xi^2`` cancels as ``xi -> 0`` or ``kappa -> 0``; the logarithm is
+    ``log1p`` scaled by its argument (``log(1 + x) / x -> 1``). ``b + d`` vanishes only at
+    ``u = 0`` with ``kappa = 0``, outside the model's domain (``kappa > 0``), where ``w = 0``.
     """
     iu = 1j * u
+    w = iu + u * u
     b = kappa - rho * xi * iu
-    d = jnp.sqrt(b * b + xi**2 * (iu + u * u))
-    bmd = b - d
-    g = bmd / (b + d)
-    edt = jnp.exp(-d * t)
-    one_m_gedt = 1.0 - g * edt
-    c = kappa * theta / xi**2 * (bmd * t - 2.0 * jnp.log(one_m_gedt / (1.0 - g)))
-    dd = bmd / xi**2 * (-jnp.expm1(-d * t)) / one_m_gedt
+    d = jnp.sqrt(b * b + xi**2 * w)
+    bpd = b + d
+    at_zero = bpd == 0
+    bpd = jnp.where(at_zero, 1.0, bpd)
+    bmd_x = -w / bpd  # (b - d) / xi^2
+    g_x = bmd_x / bpd  # g / xi^2
+    g = g_x * xi**2
+    one_m_edt = -jnp.expm1(-d * t)
+    one_m_gedt = 1.0 - g * (1.0 - one_m_edt)
+    # log((1 - g e^{-dt}) / (1 - g)) = log1p(x), x = g (1 - e^{-dt}) / (1 - g)
+    y = g_x * one_m_edt / (1.0 - g)  # x / xi^2
+    log_term_x = y * _log1p_ratio(y * xi**2)
+    c = kappa * theta * (bmd_x * t - 2.0 * log_term_x)
+    dd = bmd_x * one_m_edt / one_m_gedt
     return c + dd * v0
+
+
+# Taylor terms per substep and substeps of the series cumulants; the series serves
+# ``kappa t <= _SERIES_KT`` (each substep spans ``kappa dt <= 1``, where 40 terms of the
+# ``e^{-4 kappa dt}`` in the fourth cumulant's solution are exact to rounding).
+_SERIES_TERMS = 40
+_SERIES_STEPS = 4
+_SERIES_KT = 4.0
+
+
+def _series_cumulants(v0, kappa, theta, xi, rho, t, top):
+    """Cumulants 1..top of ``log(S_t/F_t)`` from the Riccati equations in power series.
+
+    ``K(s, t) = log E[e^{s X_t}] = A + B v0`` with ``B_t = (s^2 - s)/2 + (rho xi s - kappa) B
+    + xi^2 B^2 / 2`` and ``A_t = kappa theta B`` (``A = B = 0`` at ``t = 0``). Truncated at
+    ``s^top``, the coefficients ``B = sum_n beta_n s^n`` obey a triangular system solved by
+    Taylor series in time over ``_SERIES_STEPS`` substeps; no division by ``kappa`` or
+    ``xi``, so the limits ``kappa -> 0`` and ``xi -> 0`` are regular (at ``kappa = 0`` the
+    series is a polynomial). ``c_n = n! (alpha_n + beta_n v0)``.
+    """
+    n_s = top + 1
+    dtype = jnp.result_type(v0, kappa, theta, xi, rho, t)
+    shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in (v0, kappa, theta, xi, rho, t)))
+    h = t / _SERIES_STEPS
+    kk = (kappa * h)[..., None]
+    rr = (rho * xi * h)[..., None]
+    qq = (0.5 * xi**2 * h)[..., None]
+    kt = (kappa * theta * h)[..., None]
+    force = np.zeros(n_s)
+    force[1] = -0.5
+    if top >= 2:
+        force[2] = 0.5
+    force = jnp.asarray(force, dtype) * h[..., None]
+    # convolution in s: conv[j, k, n] = 1 where j + k = n
+    conv = np.zeros((n_s, n_s, n_s))
+    for j in range(n_s):
+        for k in range(n_s - j):
+            conv[j, k, j + k] = 1.0
+    conv = jnp.asarray(conv, dtype)
+    shift = jnp.asarray(np.eye(n_s, k=1), dtype)  # (P @ shift)[n] = P[n - 1]
+    m_idx = jnp.arange(_SERIES_TERMS + 1)
+
+    def substep(beta0, alpha0):
+        coef_b = jnp.zeros(shape + (n_s, _SERIES_TERMS + 1), dtype).at[..., 0].set(beta0)
+        coef_a = jnp.zeros(shape + (n_s, _SERIES_TERMS + 1), dtype).at[..., 0].set(alpha0)
+
+        def body(m, carry):
+            cb, ca = carry
+            col = cb[..., m]
+            rev_idx = m - m_idx
+            rev = jnp.where(rev_idx >= 0, jnp.take(cb, jnp.clip(rev_idx, 0), axis=-1), 0.0)
+            gram = jnp.einsum("...ji,...ki->...jk", cb, rev)
+            square = jnp.einsum("...jk,jkn->...n", gram, conv)
+            rhs = (jnp.where(m == 0, 1.0, 0.0) * force + rr * (col @ shift) - kk * col
+                   + qq * square)
+            mf = (m + 1).astype(dtype)
+            cb = cb.at[..., m + 1].set(rhs / mf)
+            ca = ca.at[..., m + 1].set(kt * col / mf)
+            return cb, ca
+
+        cb, ca = jax.lax.fori_loop(0, _SERIES_TERMS, body, (coef_b, coef_a))
+        return jnp.sum(cb, axis=-1), jnp.sum(ca, axis=-1)
+
+    beta = jnp.zeros(shape + (n_s,), dtype)
+    alpha = jnp.zeros(shape + (n_s,), dtype)
+    for _ in range(_SERIES_STEPS):
+        beta, alpha = substep(beta, alpha)
+    fact = jnp.asarray([float(np.prod(np.arange(1, n + 1))) for n in range(n_s)], dtype)
+    return fact * (alpha + beta * jnp.asarray(v0, dtype)[..., None])
+
+
+def heston_cumulants(v0, kappa, theta, xi, rho, t, orders):
+    """Cumulants of ``log(S_t/F_t)`` at the given orders (a tuple of arrays).
+
+    For ``kappa t <= 4`` from the Riccati equations in power series (``_series_cumulants``,
+    regular as ``kappa -> 0`` and ``xi -> 0``); beyond, by Taylor-mode differentiation of
+    the characteristic function (there ``d ~ kappa`` at ``u = 0`` keeps the Taylor
+    coefficients of ``d`` moderate). Both branches are evaluated with safe parameters
+    (double ``where``), so values and derivatives are finite everywhere in the domain.
+    """
+    from .base import jet_cumulants
+
+    top = max(orders)
+    t = jnp.asarray(t)
+    kt = kappa * t
+    series_side = kt <= _SERIES_KT
+    # the jet branch sees a kappa t inside its own range, the series one inside its own
+    k_jet = jnp.where(series_side, 2.0 * _SERIES_KT / jnp.where(t > 0, t, 1.0), kappa)
+    k_ser = jnp.where(series_side, kappa, 0.0)
+    ser = _series_cumulants(v0, k_ser, theta, xi, rho, t, top)
+    jet_c = jet_cumulants(
+        lambda u, tt: heston_log_cf(v0, k_jet, theta, xi, rho, u, tt), t, orders
+    )
+    return tuple(jnp.where(series_side, ser[..., n], cj) for n, cj in zip(orders, jet_c,
+                                                                         strict=True))
+
+
+HESTON_RULES = [
+    ("v0", nonnegative, "a finite non-negative variance"),
+    ("kappa", positive, "a finite positive mean-reversion speed"),
+    ("theta", positive, "a finite positive long-run variance"),
+    ("xi", positive, "a finite positive vol of variance"),
+    ("rho", open_unit_corr, "a correlation strictly inside (-1, 1)"),
+]
+"""Validation rules of the Heston fields: ``validate()`` raises on them, ``valid()`` is
+their traced mask (the same table serves both)."""
 
 
 class Heston(NamedTuple):
@@ -38,6 +171,10 @@ class Heston(NamedTuple):
       theta: long-run variance.
       xi: volatility of variance.
       rho: spot/variance correlation, ``-1 < rho < 1``.
+
+    The characteristic function and the cumulants are regular at the domain's edges
+    ``kappa -> 0`` (the variance a martingale), ``xi -> 0`` (deterministic variance) and
+    ``t -> 0``.
     """
 
     v0: jax.Array | float
@@ -51,19 +188,23 @@ class Heston(NamedTuple):
             self.v0, self.kappa, self.theta, self.xi, self.rho, jnp.asarray(u), t
         )
 
+    def cumulants(self, t, orders=(1, 2, 4)):
+        """Cumulants of ``log(S_t/F_t)`` (see ``heston_cumulants``)."""
+        return heston_cumulants(self.v0, self.kappa, self.theta, self.xi, self.rho,
+                                jnp.asarray(t), tuple(orders))
+
     def feller_ratio(self):
         """``2 kappa theta / xi^2``; below 1 the variance process can reach zero."""
         return 2.0 * self.kappa * self.theta / self.xi**2
 
+    @staticmethod
+    def validity_rules():
+        return HESTON_RULES
+
+    def valid(self):
+        """Traced validity mask (bool array over the batch) of ``HESTON_RULES``."""
+        return valid_mask(self, HESTON_RULES)
+
     def validate(self) -> Heston:
         check_fields(self, HESTON_RULES)
         return self
-
-
-HESTON_RULES = [
-    ("v0", nonnegative, "a finite non-negative variance"),
-    ("kappa", positive, "a finite positive mean-reversion speed"),
-    ("theta", positive, "a finite positive long-run variance"),
-    ("xi", positive, "a finite positive vol of variance"),
-    ("rho", open_unit_corr, "a correlation strictly inside (-1, 1)"),
-]

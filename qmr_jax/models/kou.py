@@ -7,8 +7,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_fields, nonnegative, positive, probability
+from .._validation import check_fields, nonnegative, positive, probability, valid_mask
 from .gbm import diffusion_log_cf
+
+KOU_RULES = [
+    ("sigma", positive, "a finite positive volatility"),
+    ("lam", nonnegative, "a finite non-negative jump intensity"),
+    ("p", probability, "a probability in [0, 1]"),
+    ("eta1", lambda x: x > 1, "> 1 (finite expected up-jump factor)"),
+    ("eta2", positive, "a finite positive rate"),
+]
+"""Validation rules: ``validate()`` raises on them, ``valid()`` is their traced mask."""
 
 
 class Kou(NamedTuple):
@@ -41,15 +50,14 @@ class Kou(NamedTuple):
         jumps = self.lam * t * (phi_j - 1.0 - iu * self.jump_compensator())
         return diffusion_log_cf(self.sigma, u, t) + jumps
 
+    @staticmethod
+    def validity_rules():
+        return KOU_RULES
+
+    def valid(self):
+        """Traced validity mask (bool array over the batch) of ``KOU_RULES``."""
+        return valid_mask(self, KOU_RULES)
+
     def validate(self) -> Kou:
-        check_fields(
-            self,
-            [
-                ("sigma", positive, "a finite positive volatility"),
-                ("lam", nonnegative, "a finite non-negative jump intensity"),
-                ("p", probability, "a probability in [0, 1]"),
-                ("eta1", lambda x: x > 1, "> 1 (finite expected up-jump factor)"),
-                ("eta2", positive, "a finite positive rate"),
-            ],
-        )
+        check_fields(self, KOU_RULES)
         return self

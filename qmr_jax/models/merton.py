@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_fields, finite, nonnegative, positive
+from .._validation import check_fields, finite, nonnegative, positive, valid_mask
 from .gbm import diffusion_log_cf
 
 
@@ -17,6 +17,17 @@ def lognormal_jump_log_cf(lam, mu_j, sigma_j, u, t):
     k = jnp.expm1(mu_j + 0.5 * sigma_j**2)
     phi_j = jnp.exp(iu * mu_j - 0.5 * sigma_j**2 * u * u)
     return lam * t * (phi_j - 1.0 - iu * k)
+
+
+JUMP_RULES = [
+    ("lam", nonnegative, "a finite non-negative jump intensity"),
+    ("mu_j", finite, "finite"),
+    ("sigma_j", nonnegative, "a finite non-negative jump size volatility"),
+]
+"""Rules of the log-normal jump fields (shared with Bates)."""
+
+MERTON_RULES = [("sigma", positive, "a finite positive volatility")] + JUMP_RULES
+"""Validation rules: ``validate()`` raises on them, ``valid()`` is their traced mask."""
 
 
 class Merton(NamedTuple):
@@ -42,14 +53,14 @@ class Merton(NamedTuple):
             self.lam, self.mu_j, self.sigma_j, u, t
         )
 
+    @staticmethod
+    def validity_rules():
+        return MERTON_RULES
+
+    def valid(self):
+        """Traced validity mask (bool array over the batch) of ``MERTON_RULES``."""
+        return valid_mask(self, MERTON_RULES)
+
     def validate(self) -> Merton:
-        check_fields(
-            self,
-            [
-                ("sigma", positive, "a finite positive volatility"),
-                ("lam", nonnegative, "a finite non-negative jump intensity"),
-                ("mu_j", finite, "finite"),
-                ("sigma_j", nonnegative, "a finite non-negative jump size volatility"),
-            ],
-        )
+        check_fields(self, MERTON_RULES)
         return self

@@ -818,7 +818,10 @@ def _implied_vol_primal(prices, forward, strikes, expiries, sign, discount):
     nrm = _classify(prices, forward, strikes, expiries, sign, discount)
     s, _ = _solve_normalised(nrm.beta, nrm.cbeta, nrm.x, tun)
     vols = s / jnp.sqrt(jnp.where(nrm.solve, expiries, 1.0))
-    return jnp.where(nrm.solve, vols, jnp.where(nrm.status == IV_ABOVE_MAX, jnp.inf, 0.0))
+    # no volatility reproduces a price below intrinsic or a bad input: NaN, never a number
+    other = jnp.where(nrm.status == IV_ABOVE_MAX, jnp.inf,
+                      jnp.where(nrm.status == IV_OK, 0.0, jnp.nan))
+    return jnp.where(nrm.solve, vols, other)
 
 
 @jax.custom_jvp
@@ -880,13 +883,14 @@ def implied_vol(prices, forward, strikes, expiries, is_call, discount=1.0, *,
     so large that the price sits at its upper bound). In float32, to a few tens of float32
     ulps of ``vol + price / vega``.
 
-    Prices outside the no-arbitrage bounds never give NaN; the status codes are:
+    No volatility is ever returned for a price that does not determine one; the status codes
+    are:
 
     * ``IV_OK`` (0): solved; a price equal to the discounted intrinsic value gives 0.0.
-    * ``IV_BELOW_INTRINSIC`` (1): price below ``D max(+-(F-K), 0)``; vol 0.0.
+    * ``IV_BELOW_INTRINSIC`` (1): price below ``D max(+-(F-K), 0)``; vol NaN.
     * ``IV_ABOVE_MAX`` (2): price at or above ``D F`` (calls) or ``D K`` (puts); vol +inf.
     * ``IV_BAD_INPUT`` (3): NaN/inf anywhere, or forward, strike, expiry or discount
-      ``<= 0``; vol 0.0.
+      ``<= 0``; vol NaN (with or without ``return_status``).
 
     "At" a bound means within 4 units of float epsilon (relative) of it: such prices carry no
     information beyond rounding, so a price a few ulps below the intrinsic value is treated

@@ -51,7 +51,7 @@ from jax.scipy.special import gammaln, ndtr, xlogy
 
 from .._arrays import check_array, float_dtype
 from ..models import Market, Merton
-from ..models.base import cumulants
+from ..models.base import cumulants, mask_invalid, model_valid
 
 METHODS = ("cos", "lewis")
 
@@ -105,6 +105,22 @@ def _validate(model, market, strikes, expiries):
     market.validate()
     check_array("strikes", strikes, lambda k: k > 0, "finite and positive")
     check_array("expiries", expiries, lambda t: t > 0, "finite and positive (years)")
+    check_forward(market, expiries)
+
+
+def check_forward(market, expiries):
+    """Raise ``ValueError`` if a forward ``spot * exp((rate - div) T)`` overflows (concrete
+    inputs only): a price can then never be ``inf`` silently."""
+    if not _is_concrete((market, expiries)):
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        fwd = np.asarray(market.spot, np.float64) * np.exp(
+            (np.asarray(market.rate, np.float64) - np.asarray(market.div, np.float64))
+            * np.asarray(expiries, np.float64))
+    if not np.all(np.isfinite(fwd) & (fwd > 0)):
+        raise ValueError(
+            "the forward spot * exp((rate - div) * expiry) overflows (or underflows to 0) "
+            "for some expiry; spot, rates and expiries must give a finite positive forward")
 
 
 def _trailing(model):
@@ -230,7 +246,7 @@ def cos_range(model, expiries, truncation=16.0):
 
 # Moments p tried by the Chernoff bounds: 1 + _CHERNOFF_STEPS for the right tail (E[e^X] = 1,
 # so log M(p) >= 0 only beyond p = 1), -_CHERNOFF_STEPS for the left tail.
-_CHERNOFF_STEPS = 2.0 ** np.arange(-1, 7)
+_CHERNOFF_STEPS = 2.0 ** np.arange(-8, 7)
 
 
 def _log_mgf(model, expiries, moments, excess):
@@ -357,8 +373,31 @@ def _geometry(model, expiries, log_k, truncation, log_tol, method):
     if method == "cos":
         c1, c2, c4 = cumulants(model, expiries)
         half = truncation * jnp.sqrt(c2 + jnp.sqrt(jnp.abs(c4)))
-        return tuple(jax.lax.stop_gradient(x) for x in (c1 - half, c1 + half, c2))
+        a, b = _chernoff_range(model, expiries, log_k, log_tol, c1 - half, c1 + half)
+        return tuple(jax.lax.stop_gradient(x) for x in (a, b, c2))
     return _lewis_period(model, expiries, log_k, log_tol, truncation)
+
+
+def _chernoff_range(model, expiries, log_k, log_tol, a, b):
+    """The COS range ``[a, b]`` widened where the Chernoff bounds say the tails need it.
+
+    The cumulant rule assumes tails not much heavier than a Gaussian's; an exponential tail
+    close to the moment explosion (Kou with ``eta1`` near 1, where ``e^x f(x)`` decays like
+    ``e^{-(eta1 - 1) x}``) leaves the call payoff's weight beyond ``b``. With
+    ``E[e^X; X > b] <= e^{-(p - 1) b} M(p)`` and ``(K/F) P(X < a) <= e^{k + q a} M(-q)``
+    the range also covers ``b >= (log M(p) - log_tol) / (p - 1)`` and
+    ``a <= (log_tol - k - log M(-q)) / q`` for the best trusted moment; it never narrows.
+    """
+    shape = jnp.shape(a)
+    _, k_hi = _group_extremes(jax.lax.stop_gradient(log_k), shape)
+    steps = jnp.asarray(_CHERNOFF_STEPS, expiries.dtype)
+    moments = jnp.stack([1.0 + steps, -steps])
+    m, ok = _log_mgf(model, expiries, moments, jnp.stack([steps, steps]))
+    right = _trusted_min((m[..., 0, :] - log_tol) / steps, ok[..., 0, :])
+    left = -_trusted_min((m[..., 1, :] - log_tol + k_hi[..., None]) / steps, ok[..., 1, :])
+    b = jnp.where(jnp.isfinite(right), jnp.maximum(b, right), b)
+    a = jnp.where(jnp.isfinite(left), jnp.minimum(a, left), a)
+    return a, b
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
@@ -502,7 +541,14 @@ def _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, tr
         unit = _cos_unit(model, expiries, log_k, is_call, n_terms, *geometry)
     else:
         unit = _lewis_unit(model, expiries, log_k, is_call, n_terms, *geometry)
-    return discount * forward * unit
+    return _masked(discount * forward * unit, model, market, strikes, expiries)
+
+
+def _masked(prices, model, market, strikes, expiries):
+    """NaN where the parameters (per batch member) or the options are invalid, or the price
+    overflowed: inside traced code an invalid model gives NaN, never a finite number."""
+    ok = model_valid(model, market) & (strikes > 0) & (expiries > 0) & jnp.isfinite(prices)
+    return mask_invalid(prices, ok)
 
 
 def fourier_price(
@@ -537,7 +583,10 @@ def fourier_price(
 
     Returns:
       Prices with the broadcast shape of ``strikes``, ``expiries`` and ``is_call``, in the
-      input dtype.
+      input dtype. Concrete invalid parameters raise ``ValueError``; under ``jit``/``vmap``
+      the prices of an invalid batch member (a field breaking its model's rules, e.g.
+      ``rho = 1.5`` or ``xi = NaN``) are NaN, never finite: ``qmr_jax.check_models`` reports
+      which member and which field.
 
     Examples:
       >>> import jax; jax.config.update("jax_enable_x64", True)
@@ -601,7 +650,11 @@ class FourierPricer:
     def __call__(self, model, market=None, elapsed=0.0):
         """Prices under ``model`` and ``market`` (default: the planning market), with
         ``elapsed`` years of calendar time passed (every expiry shortened by it: the argument
-        of theta; it must leave every expiry positive)."""
+        of theta; it must leave every expiry positive).
+
+        Concrete parameters are validated (``ValueError`` naming the field); traced ones
+        (under ``jit``/``vmap``/``grad``) cannot raise, so every price of an invalid batch
+        member is NaN. ``qmr_jax.check_models`` says which member and field."""
         market = self.market if market is None else market
         if _is_concrete((model, market, elapsed)):
             model.validate()
@@ -702,7 +755,8 @@ def _merton_series_core(model, market, strikes, expiries, is_call, n_jumps):
     fwd_n = forward * jnp.exp(n * (model.mu_j + 0.5 * model.sigma_j**2) - lam_t * k)
     vol_n = jnp.sqrt(var_n / expiries)
     prices = black_price(fwd_n, strikes, expiries, vol_n, is_call, 1.0)
-    return discount * jnp.sum(weights * prices, axis=0)
+    return _masked(discount * jnp.sum(weights * prices, axis=0), model, market, strikes,
+                   expiries)
 
 
 def merton_series_price(model: Merton, market: Market, strikes, expiries, is_call, *,
