@@ -762,7 +762,7 @@ def _calibration_chain(args: argparse.Namespace):
         hint = "" if args.chain else " (or run with --synthetic)"
         raise UsageError(f"{exc}{hint}") from None
     except (ValueError, OSError) as exc:
-        raise UsageError(f"--chain {args.chain or 'default data'}: {exc}") from None
+        raise UsageError(str(exc)) from None  # the loader's messages name the file
     if len(chain) == 0:
         raise UsageError(f"no {args.currency} quotes left in snapshot {args.snapshot or 'last'} "
                          "after cleaning")
