@@ -461,7 +461,8 @@ horizon: --horizon (default 1d) unless a dimension sets it; durations as 12h, 7d
 
 writes to --out: manifest.json, parts/*.parquet (as chunks finish), results.parquet,
 results.csv, report.html with heatmaps, worst.csv, es_contributions.csv; rerun the same
-command after an interruption to continue where it stopped
+command after an interruption to continue where it stopped (a part whose SHA-256 does not
+match manifest.json is computed again); each dimension may be given once
 
 example:
   qmr sweep scenarios/books/btc_stress.toml --model scenarios/models/btc_heston.toml \\

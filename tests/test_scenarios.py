@@ -531,3 +531,21 @@ def test_vmap_over_stacked_shocks_equals_a_loop():
         for f in Market._fields:
             np.testing.assert_allclose(np.asarray(getattr(markets, f))[i], _f(getattr(mk, f)),
                                        rtol=1e-14, atol=0)
+
+
+def test_errors_name_the_line_of_the_key(tmp_path):
+    text = "\n".join(['[scenario]', 'name = "t"', 'kind = "instant"', 'description = "d"',
+                      'source = "s"', '', '[shock]', 'spot = -0.1', 'vol = 9.0', '',
+                      '[shock.scale]', 'xi = -2.0'])
+    f = tmp_path / "lines.toml"
+    f.write_text(text)
+    with pytest.raises(ScenarioError, match=r"lines.toml: line 9: shock.vol must be an absolute"):
+        load_scenario(f)
+    f.write_text(text.replace("vol = 9.0", "vol = 0.1"))
+    with pytest.raises(ScenarioError, match=r"lines.toml: line 12: shock.scale.xi must be"):
+        load_scenario(f)
+    # a key that is not in the file: no line, the key still named
+    f.write_text(text.replace('name = "t"\n', "").replace("vol = 9.0", "vol = 0.1")
+                 .replace("xi = -2.0", "xi = 2.0"))
+    with pytest.raises(ScenarioError, match=r"lines.toml: missing scenario.name"):
+        load_scenario(f)

@@ -42,8 +42,8 @@ and an optional ``[liquidity]`` table::
 
 Parsing is safe (``tomllib``: data only, no code) and strict: an unknown table or key, a
 wrong type, a missing required key or an impossible value raises ``ScenarioError`` naming the
-file and the key (``shock.spot``). Numbers are ``int`` or ``float`` (``true`` is not a number);
-durations are years or strings with a unit.
+file, the line (for a key that is in the file) and the key (``shock.spot``). Numbers are
+``int`` or ``float`` (``true`` is not a number); durations are years or strings with a unit.
 """
 
 from __future__ import annotations
@@ -357,7 +357,35 @@ def load_scenario(path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
-    return parse_scenario(data, source=str(p), path=p)
+    try:
+        return parse_scenario(data, source=str(p), path=p)
+    except ScenarioError as exc:
+        msg = str(exc)
+        m = _DOTTED.search(msg[len(str(p)):])
+        line = _line_of(text.splitlines(), m.group(1)) if m else None
+        if line is None or not msg.startswith(f"{p}: "):
+            raise
+        raise ScenarioError(f"{p}: line {line}: {msg[len(str(p)) + 2:]}") from None
+
+
+_DOTTED = re.compile(r"\b((?:scenario|shock|paths|liquidity|historical)(?:\.[A-Za-z0-9_]+)+)")
+
+
+def _line_of(lines: list[str], dotted: str) -> int | None:
+    """The 1-based line setting ``dotted`` (``shock.spot``, ``shock.scale.kappa``) in a
+    scenario file's text, or ``None``."""
+    table, _, key = dotted.rpartition(".")
+    current = ""
+    for i, text in enumerate(lines, 1):
+        h = _HEADER_LINE.match(text)
+        if h:
+            current = h.group(1)
+            continue
+        k = _KEY_LINE.match(text)
+        if k and (current, k.group(1)) in ((table, key), ("", dotted)) or (
+                k and current and f"{current}.{k.group(1)}" == dotted):
+            return i
+    return None
 
 
 _HEADER_LINE = re.compile(r"^\s*\[+\s*([A-Za-z0-9_.\-]+)\s*\]+")
