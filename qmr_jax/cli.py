@@ -539,6 +539,9 @@ def _run_stress(args: argparse.Namespace) -> int:
                         "var99", "es99", "hist_es95", "hist_es99", "status")
             if c in run.table.columns]
     print(stress_table(run.table[cols]))
+    if "notes" in run.table.columns:  # clamped parameters, too few tail samples, ...
+        for name, note in run.table["notes"].dropna().items():
+            print(f"note: {name}: {note}")
     if args.out:
         meta = dict(run.meta, seed=args.seed, model_file=str(args.model))
         rows = run.table.reset_index().rename(columns={"scenario": "name"})
