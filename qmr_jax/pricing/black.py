@@ -818,10 +818,7 @@ def _implied_vol_primal(prices, forward, strikes, expiries, sign, discount):
     nrm = _classify(prices, forward, strikes, expiries, sign, discount)
     s, _ = _solve_normalised(nrm.beta, nrm.cbeta, nrm.x, tun)
     vols = s / jnp.sqrt(jnp.where(nrm.solve, expiries, 1.0))
-    # no volatility reproduces a price below intrinsic or a bad input: NaN, never a number
-    other = jnp.where(nrm.status == IV_ABOVE_MAX, jnp.inf,
-                      jnp.where(nrm.status == IV_OK, 0.0, jnp.nan))
-    return jnp.where(nrm.solve, vols, other)
+    return jnp.where(nrm.solve, vols, jnp.where(nrm.status == IV_ABOVE_MAX, jnp.inf, 0.0))
 
 
 @jax.custom_jvp
@@ -866,7 +863,11 @@ def _implied_vol_core(prices, forward, strikes, expiries, sign, discount):
 @jax.jit
 def _implied_vol_status_core(prices, forward, strikes, expiries, sign, discount):
     vols = _implied_vol_cjvp(prices, forward, strikes, expiries, sign, discount)
-    return vols, _classify(prices, forward, strikes, expiries, sign, discount).status
+    status = _classify(prices, forward, strikes, expiries, sign, discount).status
+    # no volatility reproduces a price below intrinsic or a bad input: NaN, never a number
+    # (the internal core keeps 0.0 there, which the calibration residuals rely on)
+    none = (status == IV_BELOW_INTRINSIC) | (status == IV_BAD_INPUT)
+    return jnp.where(none, jnp.nan, vols), status
 
 
 def implied_vol(prices, forward, strikes, expiries, is_call, discount=1.0, *,
@@ -918,6 +919,5 @@ def implied_vol(prices, forward, strikes, expiries, is_call, discount=1.0, *,
         prices, forward, strikes, expiries, sign, discount
     )
     args = (prices, forward, strikes, expiries, sign, discount)
-    if return_status:
-        return _implied_vol_status_core(*args)
-    return _implied_vol_core(*args)
+    vols, status = _implied_vol_status_core(*args)
+    return (vols, status) if return_status else vols
