@@ -112,7 +112,8 @@ def test_invalid_member_is_nan_under_jit_and_vmap(cls):
 def test_heston_rho_outside_unit_interval_never_finite(rho, member):
     rhos = np.full(4, -0.5)
     rhos[member] = rho
-    m = qmr.Heston(jnp.full(4, 0.36), 2.0, 0.36, 1.0, jnp.asarray(rhos))
+    m = qmr.Heston(jnp.full(4, 0.36), jnp.full(4, 2.0), jnp.full(4, 0.36), jnp.full(4, 1.0),
+                   jnp.asarray(rhos))
     pricer = qmr.fourier_pricer(qmr.Heston(0.36, 2.0, 0.36, 1.0, -0.5), MARKET, 100.0, 0.5,
                                 True)
     out = np.asarray(jax.vmap(pricer)(m))
