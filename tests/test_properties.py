@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import qmr_jax as qmr
 from qmr_jax.calibration.bijections import DEFAULT_BOUNDS
+from qmr_jax.pricing.fourier import UnresolvedError
 
 MARKET = qmr.Market(100.0, 0.03, 0.01)
 STRIKES = np.array([50.0, 80.0, 100.0, 125.0, 200.0])
@@ -44,33 +45,54 @@ def _model(cls):
 MODELS = [qmr.GBM, qmr.Merton, qmr.Kou, qmr.Heston, qmr.Bates]
 
 
-_CORNERS = {
-    qmr.Merton: "sigma = 1e-3 with a far jump (mu_j = -2) at 7 days: COS needs more than its "
-                "cap of 2^15 terms (differences up to 1.3e-3 on a forward of 100)",
-    qmr.Kou: "sigma = 1e-3, eta1 = 1.05, eta2 = 0.05: heavy tails beyond the term cap",
-    qmr.Heston: "v0 = theta = 1e-4, kappa = 1e-3, xi = 20, rho = -0.999: both methods fail "
-                "(negative calls of -1 on 100 at 2 years), before and after the kappa fix",
-    qmr.Bates: "the Heston corner above",
-}
+# Corners of the boxes where the Fourier pricers cannot meet their tolerance within their term
+# limit (a far jump with almost no diffusion, Kou's heaviest tails, Heston with xi = 20 and
+# v0 = theta = 1e-4): the planners refuse them (UnresolvedError) instead of capping the terms
+# and returning a price with an unknown error. Draws sit on a bound in two fields out of three,
+# so corners are common; at least a quarter of the draws must resolve, and the box's centre
+# always does (``test_box_centre_resolves``).
+_RESOLVED_SHARE = 0.25
 
 
-@pytest.mark.parametrize("cls", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=_CORNERS[c]))
-    if c in _CORNERS else c for c in MODELS], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
 def test_prices_finite_and_cos_equals_lewis_over_the_box(cls):
+    outcomes = []
+
     @SETTINGS
     @given(model=_model(cls))
     def check(model):
         fwd = np.asarray(MARKET.forward(EXPIRIES))
         for is_call in (True, False):
-            cos = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES, is_call))
-            lewis = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES, is_call,
-                                                 method="lewis"))
+            try:
+                cos = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES, is_call))
+                lewis = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES,
+                                                     is_call, method="lewis"))
+            except UnresolvedError as exc:
+                assert type(model).__name__ in str(exc) and "Monte Carlo" in str(exc)
+                outcomes.append(False)
+                return
             assert np.all(np.isfinite(cos)) and np.all(np.isfinite(lewis)), model
             tol = 1e-8 * fwd
             assert np.all(np.abs(cos - lewis) <= tol), (model, np.max(np.abs(cos - lewis)))
+        outcomes.append(True)
 
     check()
+    assert np.mean(outcomes) >= _RESOLVED_SHARE, outcomes
+
+
+def _centre(cls):
+    boxes = DEFAULT_BOUNDS[cls]
+    return cls(**{f: float(np.sqrt(boxes[f].lo * boxes[f].hi)) if boxes[f].log
+                  else 0.5 * (boxes[f].lo + boxes[f].hi) for f in cls._fields})
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_box_centre_resolves(cls):
+    model = _centre(cls)
+    cos = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES, True))
+    lewis = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES, True,
+                                         method="lewis"))
+    np.testing.assert_allclose(cos, lewis, rtol=0, atol=1e-8 * 100.0)
 
 
 # one invalid entry per field (the rule it breaks), for each model

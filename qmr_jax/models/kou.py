@@ -41,6 +41,12 @@ class Kou(NamedTuple):
             - 1.0
         )
 
+    def moment_bounds(self):
+        """``(lo, hi)``: ``E[e^{pX}]`` is finite exactly for ``lo < p < hi``, here
+        ``(-eta2, eta1)`` (the exponential jump tails; the closed-form ``log_cf`` continues
+        past these poles to finite but meaningless values)."""
+        return -jnp.asarray(self.eta2), jnp.asarray(self.eta1)
+
     def log_cf(self, u, t):
         u = jnp.asarray(u)
         iu = 1j * u

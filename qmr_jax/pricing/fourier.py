@@ -258,7 +258,9 @@ def _log_mgf(model, expiries, moments, excess):
     ``excess``. Moments are trusted in order until one is not finite, not real, or breaks that
     monotonicity: beyond a moment explosion a characteristic function formula returns finite
     but meaningless values (a complex branch, or a sign change across the pole), which these
-    checks catch.
+    checks catch unless a small jump part hides the sign change under the diffusion; models
+    that know their moment explosions in closed form say so (``moment_bounds()``, e.g. Kou's
+    ``(-eta2, eta1)``) and moments outside are never trusted.
     """
     dtype = expiries.dtype
     moments = jnp.asarray(moments, dtype)
@@ -271,6 +273,9 @@ def _log_mgf(model, expiries, moments, excess):
     slope = m / excess
     prev = jnp.concatenate([jnp.zeros_like(slope[..., :1]), slope[..., :-1]], axis=-1)
     ok &= slope >= prev - jnp.sqrt(jnp.finfo(dtype).eps) * (1.0 + jnp.abs(prev))
+    if hasattr(model, "moment_bounds"):
+        lo, hi = (jnp.asarray(x, dtype)[..., None, None] for x in model.moment_bounds())
+        ok &= (moments > lo) & (moments < hi)
     # trusted: no failed check at or before this moment (prefix counts as one small product)
     prefix = jnp.asarray(np.triu(np.ones((moments.shape[-1],) * 2)), dtype)
     failures = jnp.einsum("...i,ij->...j", jnp.where(ok, 0.0, 1.0).astype(dtype), prefix,
@@ -440,6 +445,34 @@ def _round_terms(need, lo=128, hi=_MAX_TERMS) -> int:
     return min(n, hi)
 
 
+class UnresolvedError(ValueError):
+    """The characteristic function decays too slowly (or the tails are too heavy) for the
+    Fourier pricers to meet the tolerance within ``_MAX_TERMS`` terms: the prices they would
+    give are not trustworthy, so none is given."""
+
+
+def _check_resolvable(need, model, expiries, method, tol) -> None:
+    """Raise ``UnresolvedError`` naming the first expiry (and batch member) whose planned
+    number of terms exceeds ``_MAX_TERMS``; the automatic settings would otherwise cap it and
+    return a price with an unknown, possibly large, error."""
+    need = np.asarray(need, np.float64)
+    bad = ~(need <= _MAX_TERMS)  # NaN counts as unresolvable too
+    if not np.any(bad):
+        return
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    t = np.broadcast_to(np.asarray(expiries), need.shape)[idx] if need.ndim else np.max(
+        np.asarray(expiries))
+    member = ", ".join(f"{f}={float(np.broadcast_to(np.asarray(v), need.shape)[idx]):.6g}"
+                       for f, v in zip(model._fields, model, strict=True))
+    where = f" (option group index {idx})" if need.ndim else ""
+    raise UnresolvedError(
+        f"{type(model).__name__}({member}) at expiry {float(t):.6g} years{where}: the "
+        f"{method} pricer needs about {float(need[idx]):.3g} terms to reach tol="
+        f"{DEFAULT_TOL if tol is None else tol:g}, beyond its limit of {_MAX_TERMS} (the "
+        "characteristic function decays too slowly or the tails are too heavy); price these "
+        "options by Monte Carlo (mc_price), loosen tol, or pass n_terms explicitly")
+
+
 def _log_tol(tol, dtype):
     tol = DEFAULT_TOL if tol is None else float(tol)
     return math.log(max(tol, 8.0 * float(np.finfo(dtype).eps)))
@@ -541,7 +574,28 @@ def _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, tr
         unit = _cos_unit(model, expiries, log_k, is_call, n_terms, *geometry)
     else:
         unit = _lewis_unit(model, expiries, log_k, is_call, n_terms, *geometry)
+    unit = jnp.where(_within_bounds(unit, log_k, is_call), unit, jnp.nan)
     return _masked(discount * forward * unit, model, market, strikes, expiries)
+
+
+# Slack of the no-arbitrage check, per unit forward: far above the pricers' rounding (their
+# target is 1e-14), far below any error that matters.
+_BOUND_SLACK = 1e-9
+
+
+def _within_bounds(unit, log_k, is_call):
+    """Whether undiscounted unit-forward prices respect the model-free bounds
+    ``(1 - K/F)^+ <= call <= 1`` and ``(K/F - 1)^+ <= put <= K/F`` (within ``_BOUND_SLACK``).
+
+    A price outside them cannot be right under any model: the expansion did not resolve the
+    distribution (tails beyond the range, cancellation at extreme variances), so it is NaN
+    rather than a wrong finite number (``fourier_price`` then raises ``UnresolvedError``).
+    """
+    k = jnp.exp(log_k)
+    lower = jnp.where(is_call, jnp.maximum(1.0 - k, 0.0), jnp.maximum(k - 1.0, 0.0))
+    upper = jnp.where(is_call, 1.0, k)
+    slack = _BOUND_SLACK * jnp.maximum(1.0, k)
+    return (unit >= lower - slack) & (unit <= upper + slack)
 
 
 def _masked(prices, model, market, strikes, expiries):
@@ -610,11 +664,32 @@ def fourier_price(
         geometry = _plan_geometry(model, market, strikes, expiries, truncation, log_tol, method)
         if n_terms is None:
             need = _plan_terms(model, expiries, geometry, log_tol, method)
+            _check_resolvable(need, model, expiries, method, tol)
             n_terms = _round_terms(need, _MIN_TERMS[method])
     elif n_terms is None:
         n_terms = _TRACED_TERMS[method]
-    return _fourier_core(model, market, strikes, expiries, is_call, method, int(n_terms),
-                         truncation, log_tol, geometry)
+    prices = _fourier_core(model, market, strikes, expiries, is_call, method, int(n_terms),
+                           truncation, log_tol, geometry)
+    if geometry is not None:  # concrete: a price the expansion did not resolve is an error
+        _check_resolved(prices, model, strikes, expiries, method)
+    return prices
+
+
+def _check_resolved(prices, model, strikes, expiries, method) -> None:
+    """Raise ``UnresolvedError`` naming the first option whose price is NaN although its
+    model is valid (``_within_bounds`` refused it)."""
+    p = np.asarray(prices)
+    bad = np.isnan(p) & np.asarray(model_valid(model, None), bool)
+    if not np.any(bad):
+        return
+    idx = tuple(int(i) for i in np.argwhere(bad)[0]) if p.ndim else ()
+    k = float(np.broadcast_to(np.asarray(strikes), p.shape)[idx])
+    t = float(np.broadcast_to(np.asarray(expiries), p.shape)[idx])
+    raise UnresolvedError(
+        f"{type(model).__name__}: the {method} price of the option with strike {k:.6g} and "
+        f"expiry {t:.6g} years (index {idx}) breaks the model-free no-arbitrage bounds: the "
+        "expansion did not resolve this distribution (tails or variance too extreme); price "
+        "it by Monte Carlo (mc_price) or with the other Fourier method")
 
 
 class FourierPricer:
@@ -731,6 +806,7 @@ def fourier_pricer(
     log_tol = np.asarray(_log_tol(tol, dtype), dtype)
     if n_terms is None:
         _, need = _plan(model, market, strikes, expiries, trunc, log_tol, method)
+        _check_resolvable(need, model, expiries, method, tol)
         n_terms = _round_terms(need, _MIN_TERMS[method])
     elif int(n_terms) < 1:
         raise ValueError(f"n_terms must be a positive integer; got {n_terms!r}")
