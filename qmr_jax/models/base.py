@@ -62,25 +62,26 @@ class Market(NamedTuple):
         return self
 
 
-def cumulants(model, t, orders=(1, 2, 4)):
+def cumulants(model, t, orders=(1, 2, 4), *, exact=True):
     """Cumulants of ``X_t = log(S_t / F_t)``.
 
     ``c_n = (-i)^n d^n/du^n log phi(u) |_{u=0}``. A model may supply its own (Heston and
     Bates do, regular as ``kappa -> 0``); otherwise all orders come from one exact
     Taylor-mode differentiation (``jax.experimental.jet``) of ``log_cf``. Used by the COS
-    truncation rule and the Lewis period.
+    truncation rule and the Lewis period, with ``exact=False``: a model may then return
+    cheaper cumulants that are only close (see ``heston_cumulants``).
 
     Returns:
       A tuple of arrays shaped like ``t`` (broadcast with the model's leaves), one per order.
     """
-    return _cumulants(model, jnp.asarray(t), tuple(orders))
+    return _cumulants(model, jnp.asarray(t), tuple(orders), exact)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _cumulants(model, t, orders):
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _cumulants(model, t, orders, exact=True):
     own = getattr(model, "cumulants", None)
     if own is not None:
-        return tuple(own(t, orders))
+        return tuple(own(t, orders, exact))
     return jet_cumulants(model.log_cf, t, orders)
 
 

@@ -43,13 +43,15 @@ class Bates(NamedTuple):
             self.v0, self.kappa, self.theta, self.xi, self.rho, u, t
         ) + lognormal_jump_log_cf(self.lam, self.mu_j, self.sigma_j, u, t)
 
-    def cumulants(self, t, orders=(1, 2, 4)):
-        """Heston's cumulants (regular as ``kappa -> 0``) plus those of the jumps."""
+    def cumulants(self, t, orders=(1, 2, 4), exact=True):
+        """Heston's cumulants (regular as ``kappa -> 0``; see ``heston_cumulants`` for
+        ``exact``) plus those of the jumps."""
         from .base import jet_cumulants
 
         t = jnp.asarray(t)
         orders = tuple(orders)
-        sv = heston_cumulants(self.v0, self.kappa, self.theta, self.xi, self.rho, t, orders)
+        sv = heston_cumulants(self.v0, self.kappa, self.theta, self.xi, self.rho, t, orders,
+                              exact)
         jumps = jet_cumulants(
             lambda u, tt: lognormal_jump_log_cf(self.lam, self.mu_j, self.sigma_j, u, tt),
             t, orders,

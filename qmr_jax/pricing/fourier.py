@@ -239,7 +239,7 @@ def cos_range(model, expiries, truncation=16.0):
     The price does not depend on the interval (once it is wide enough), so no gradient flows
     through it.
     """
-    c1, c2, c4 = cumulants(model, expiries)
+    c1, c2, c4 = cumulants(model, expiries, exact=False)
     half = truncation * jnp.sqrt(c2 + jnp.sqrt(jnp.abs(c4)))
     return jax.lax.stop_gradient(c1 - half), jax.lax.stop_gradient(c1 + half)
 
@@ -300,7 +300,7 @@ def _lewis_period(model, expiries, log_k, log_tol, truncation):
     ``(p - 1/2) P >= log M(p) - log_tol - (p - 1) min k`` for some ``q > 0``, ``p > 1``.
     The cumulant rule's range (``truncation``) seen from the furthest strike is a floor.
     """
-    c1, c2, c4 = cumulants(model, expiries)
+    c1, c2, c4 = cumulants(model, expiries, exact=False)
     scale = jnp.sqrt(c2 + jnp.sqrt(jnp.abs(c4)))
     shape = jnp.shape(c2)
     k_lo, k_hi = _group_extremes(jax.lax.stop_gradient(log_k), shape)
@@ -376,7 +376,7 @@ def _geometry(model, expiries, log_k, truncation, log_tol, method):
     the trapezoid period (step ``2 pi / period``).
     """
     if method == "cos":
-        c1, c2, c4 = cumulants(model, expiries)
+        c1, c2, c4 = cumulants(model, expiries, exact=False)
         half = truncation * jnp.sqrt(c2 + jnp.sqrt(jnp.abs(c4)))
         a, b = _chernoff_range(model, expiries, log_k, log_tol, c1 - half, c1 + half)
         return tuple(jax.lax.stop_gradient(x) for x in (a, b, c2))
