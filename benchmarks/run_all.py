@@ -33,6 +33,7 @@ BENCHMARKS = {
     "book_sensitivities": "bench_book_sensitivities.py",
     "mc_greeks": "bench_mc_greeks.py",
     "sweep": "bench_sweep.py",
+    "integrity": "bench_integrity.py",
 }
 
 
