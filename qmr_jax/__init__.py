@@ -45,7 +45,13 @@ from .pricing.black import (
     black_price,
     implied_vol,
 )
-from .pricing.fourier import FourierPricer, fourier_price, fourier_pricer, merton_series_price
+from .pricing.fourier import (
+    FourierPricer,
+    UnresolvedError,
+    fourier_price,
+    fourier_pricer,
+    merton_series_price,
+)
 from .pricing.mc_greeks import MCGreeks, mc_greeks, mc_value
 from .pricing.montecarlo import MCResult, mc_price
 from .sensitivities import Greeks, Sensitivities, greeks, parameter_sensitivities
@@ -89,6 +95,7 @@ __all__ = [
     "Sensitivities",
     "fourier_pricer",
     "FourierPricer",
+    "UnresolvedError",
     "merton_series_price",
     "mc_price",
     "mc_value",

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 import qmr_jax as qmr
 from qmr_jax.calibration.bijections import DEFAULT_BOUNDS
-from qmr_jax.pricing.fourier import UnresolvedError
 
 MARKET = qmr.Market(100.0, 0.03, 0.01)
 STRIKES = np.array([50.0, 80.0, 100.0, 125.0, 200.0])
@@ -67,7 +66,7 @@ def test_prices_finite_and_cos_equals_lewis_over_the_box(cls):
                 cos = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES, is_call))
                 lewis = np.asarray(qmr.fourier_price(model, MARKET, STRIKES, EXPIRIES,
                                                      is_call, method="lewis"))
-            except UnresolvedError as exc:
+            except qmr.UnresolvedError as exc:
                 assert type(model).__name__ in str(exc) and "Monte Carlo" in str(exc)
                 outcomes.append(False)
                 return
