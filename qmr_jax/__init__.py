@@ -16,48 +16,60 @@ Public API (stable names):
 * calibration: ``calibrate`` (and ``calibrate_batch``) to a whole surface, returning a
   ``CalibrationResult``; ``quote_sensitivities`` of calibrated parameters and of any value
   to each market quote;
-* stress testing: ``stress`` (shocks, scenario files, ``StressEngine``, VaR/ES, sweeps).
+* stress testing: ``stress`` (shocks, scenario files, ``StressEngine``, VaR/ES, sweeps);
+* ``enable_compilation_cache``: JAX's persistent compilation cache (the command line, the
+  demo and the notebooks turn it on; see ``qmr_jax._cache``).
+
+Names are imported on first use (PEP 562), so ``import qmr_jax`` and ``qmr --help`` do not
+import JAX; ``from qmr_jax import X`` and ``qmr_jax.X`` work as usual.
 """
 
-from . import calibration, data, models, sensitivities, stress
-from .book import Book, Position, load_book, load_model
-from .calibration import CalibrationResult, calibrate, calibrate_batch, quote_sensitivities
-from .models import (
-    GBM,
-    Bates,
-    Heston,
-    Kou,
-    Market,
-    Merton,
-    ModelCheck,
-    check_models,
-    checkify_models,
-    cumulants,
-)
-from .pricing import payoffs
-from .pricing.black import (
-    IV_ABOVE_MAX,
-    IV_BAD_INPUT,
-    IV_BELOW_INTRINSIC,
-    IV_OK,
-    BlackGreeks,
-    black_greeks,
-    black_price,
-    implied_vol,
-)
-from .pricing.fourier import (
-    FourierPricer,
-    UnresolvedError,
-    fourier_price,
-    fourier_pricer,
-    merton_series_price,
-)
-from .pricing.mc_greeks import MCGreeks, mc_greeks, mc_value
-from .pricing.montecarlo import MCResult, mc_price
-from .sensitivities import Greeks, Sensitivities, greeks, parameter_sensitivities
-from .simulate import Paths, PathSummary, simulate, time_grid
+
+from importlib import import_module as _import_module
 
 __version__ = "0.1.0"
+
+# public name -> (module relative to the package, attribute or None for the module itself)
+_SUBMODULES = ("calibration", "data", "models", "sensitivities", "stress")
+_LAZY: dict[str, tuple[str, str | None]] = {name: (f".{name}", None) for name in _SUBMODULES}
+_LAZY.update({
+    "payoffs": (".pricing.payoffs", None),
+    "enable_compilation_cache": ("._cache", "enable_compilation_cache"),
+})
+for _mod, _names in {
+    ".book": ("Book", "Position", "load_book", "load_model"),
+    ".calibration": ("CalibrationResult", "calibrate", "calibrate_batch", "quote_sensitivities"),
+    ".models": ("GBM", "Bates", "Heston", "Kou", "Market", "Merton", "ModelCheck",
+                "check_models", "checkify_models", "cumulants"),
+    ".pricing.black": ("IV_ABOVE_MAX", "IV_BAD_INPUT", "IV_BELOW_INTRINSIC", "IV_OK",
+                       "BlackGreeks", "black_greeks", "black_price", "implied_vol"),
+    ".pricing.fourier": ("FourierPricer", "UnresolvedError", "fourier_price", "fourier_pricer",
+                         "merton_series_price"),
+    ".pricing.mc_greeks": ("MCGreeks", "mc_greeks", "mc_value"),
+    ".pricing.montecarlo": ("MCResult", "mc_price"),
+    ".sensitivities": ("Greeks", "Sensitivities", "greeks", "parameter_sensitivities"),
+    ".simulate": ("Paths", "PathSummary", "simulate", "time_grid"),
+}.items():
+    for _name in _names:
+        _LAZY[_name] = (_mod, _name)
+del _mod, _names, _name
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'qmr_jax' has no attribute {name!r}") from None
+    value = _import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "GBM",
@@ -110,5 +122,6 @@ __all__ = [
     "Paths",
     "PathSummary",
     "time_grid",
+    "enable_compilation_cache",
     "__version__",
 ]

@@ -855,14 +855,22 @@ def _configure_version(p: argparse.ArgumentParser) -> None:
 def _run_version(args: argparse.Namespace) -> int:
     del args
     import platform
-
-    import jax
-    import numpy as np
+    from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
+    from ._cache import default_cache_dir
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
 
     print(f"qmr_jax {__version__}")
-    print(f"jax {jax.__version__}, numpy {np.__version__}, python {platform.python_version()}")
+    print(f"jax {installed('jax')}, jaxlib {installed('jaxlib')}, numpy {installed('numpy')}, "
+          f"python {platform.python_version()}")
+    cache = default_cache_dir()
+    print(f"compilation cache: {cache if cache is not None else 'off (QMR_CACHE_DIR)'}")
     return 0
 
 
@@ -894,6 +902,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, epilog=cmd.epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.configure(p)
+        if cmd.numeric:
+            p.add_argument("--no-cache", action="store_true",
+                           help="do not use the persistent compilation cache "
+                                "(default: $QMR_CACHE_DIR or ~/.cache/qmr_jax/jax; "
+                                "QMR_CACHE_DIR=off also switches it off)")
         p.set_defaults(_command=cmd)
     return parser
 
@@ -924,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
             import jax
 
             jax.config.update("jax_enable_x64", True)
+            if not args.no_cache:
+                from ._cache import enable_compilation_cache
+
+                enable_compilation_cache()
         return cmd.run(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"qmr {cmd.name}: error: {_message(exc)}", file=sys.stderr)

@@ -21,6 +21,9 @@ jax.config.update("jax_enable_x64", True)
 # runs: compilation, not arithmetic, dominates the suite's time.
 jax.config.update("jax_compilation_cache_dir", str(ROOT / ".pytest_cache" / "jax"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+# The command line (called in-process and in subprocesses) and notebook kernels use the same
+# folder instead of the user's ~/.cache/qmr_jax.
+os.environ["QMR_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "jax")
 SHARED = Path(os.environ.get("QMR_SHARED_DIR", ROOT.parent / "shared"))
 REFERENCE_DIR = SHARED / "reference"
 DATA_DIR = Path(os.environ.get("QMR_DATA_DIR", SHARED / "data"))
