@@ -35,6 +35,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {name: (f".{name}", None) for name in
 _LAZY.update({
     "payoffs": (".pricing.payoffs", None),
     "enable_compilation_cache": ("._cache", "enable_compilation_cache"),
+    "save_model": (".model_file", "save_model"),
 })
 for _mod, _names in {
     ".book": ("Book", "Position", "load_book", "load_model"),
@@ -117,6 +118,7 @@ __all__ = [
     "Position",
     "load_book",
     "load_model",
+    "save_model",
     "MCResult",
     "simulate",
     "Paths",

@@ -224,6 +224,71 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    """``--json``: the command's key results as one JSON document on stdout; its progress and
+    messages go to stderr, so ``qmr ... --json | jq`` works."""
+    p.add_argument("--json", action="store_true",
+                   help="print the key results as JSON on stdout (messages go to stderr)")
+
+
+def say(args: argparse.Namespace, *parts, **kw) -> None:
+    """Print a human-readable line: to stdout, or to stderr under ``--json``."""
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    print(*parts, file=stream, flush=True, **kw)
+
+
+def _jsonable(obj):
+    """``obj`` with NaN/inf as ``None``, NumPy scalars and arrays as Python values and paths
+    as strings, so ``json.dumps(..., allow_nan=False)`` accepts it."""
+    import numbers
+    from pathlib import PurePath
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def emit_json(obj) -> None:
+    """Write ``obj`` to stdout as JSON (NaN as null)."""
+    print(json.dumps(_jsonable(obj), indent=2, allow_nan=False), flush=True)
+
+
+def parse_levels(text: str | None):
+    """``--levels 0.95,0.99`` (or percentages ``95,99``) -> sorted unique levels in (0, 1)."""
+    if text is None:
+        return None
+    out = []
+    for value in parse_floats(text, "--levels"):
+        level = round(value / 100.0, 12) if value >= 1.0 else value
+        if not 0.5 <= level < 1.0:
+            raise UsageError(f"--levels: {value:g} is not a confidence level in [0.5, 1) "
+                             "(or [50, 100) in percent)")
+        out.append(level)
+    return tuple(sorted(set(out)))
+
+
+def min_paths(level: float, tail: int | None = None) -> int:
+    """Fewest paths whose tail at ``level`` holds ``tail`` samples (``risk.MIN_TAIL``)."""
+    if tail is None:
+        tail = 10  # qmr_jax.stress.risk.MIN_TAIL (not imported: --help must not load JAX)
+    return math.ceil(tail / (1.0 - level) - 1e-9)
+
+
 # --------------------------------------------------------------------------------------------
 # demo
 
@@ -236,12 +301,16 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
                    help="Monte Carlo seed (default: 0)")
     p.add_argument("--quick", action="store_true",
                    help="reduced sizes (fewer strikes and paths), for smoke tests")
+    add_json_flag(p)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, seed=args.seed, quick=args.quick, log=lambda s: print(s, flush=True))
+    summary = run_demo(args.out, seed=args.seed, quick=args.quick,
+                       log=lambda text: say(args, text))
+    if args.json:
+        emit_json(summary)
     return 0
 
 
@@ -280,6 +349,7 @@ def _configure_price(p: argparse.ArgumentParser) -> None:
                    help="Fourier method (default cos)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    dest="fmt", help="output format (default table)")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
 
 
 def _run_price(args: argparse.Namespace) -> int:
@@ -321,6 +391,8 @@ def _run_price(args: argparse.Namespace) -> int:
     fwd = np.asarray(market.forward(jnp.asarray(t)), dtype=np.float64)
     disc = np.asarray(market.discount(jnp.asarray(t)), dtype=np.float64)
     both = np.stack([np.ones_like(k, bool), np.zeros_like(k, bool)])
+    print(f"pricing {k.size} calls and puts under {type(model).__name__} ({args.method})...",
+          file=sys.stderr, flush=True)
     prices = np.asarray(fourier_price(model, market, k, t, both, method=args.method))
     calls, puts = prices
     bad = ~(np.isfinite(calls) & np.isfinite(puts))
@@ -340,12 +412,9 @@ def _run_price(args: argparse.Namespace) -> int:
          "iv": float(iv[i])}
         for i in range(k.size)
     ]
-    if args.fmt == "json":
-        clean = [{k_: (None if isinstance(v, float) and math.isnan(v) else v)
-                  for k_, v in r.items()} for r in rows]
-        print(json.dumps({"model": type(model).__name__, "params": model._asdict(),
-                          "market": market._asdict(), "method": args.method,
-                          "rows": clean}, indent=2))
+    if args.fmt == "json" or args.json:
+        emit_json({"model": type(model).__name__, "params": model._asdict(),
+                   "market": market._asdict(), "method": args.method, "rows": rows})
         return 0
     if args.fmt == "csv":
         keys = list(rows[0])
@@ -397,15 +466,39 @@ def _positive_int(text: str) -> int:
 
 
 def _configure_sensitivities(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--book", required=True, metavar="FILE", help="book file (TOML)")
-    p.add_argument("--model", required=True, metavar="FILE",
-                   help="model and market file (TOML or JSON)")
+    _add_book_model(p)
     p.add_argument("--out", default="out/sensitivities", metavar="DIR",
                    help="output folder (default: out/sensitivities)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
                    help="Monte Carlo seed of path-dependent positions (default: 0)")
     p.add_argument("--paths", type=_positive_int, default=None, metavar="N",
                    help="Monte Carlo paths per path-dependent position (default: 20000)")
+    add_json_flag(p)
+
+
+def _fmt_input(name: str, value: float) -> str:
+    """An input's level for a terminal line: spot with separators, rates in %, vol shifts
+    in vol points."""
+    if name == "spot":
+        return f"{value:,.0f}"
+    if name in ("rate", "div"):
+        return f"{100 * value:.2f}%"
+    if name == "vol":
+        return f"{100 * value:+g} vol pts"
+    return f"{value:.4g}"
+
+
+def sensitivity_lines(tornado: list[dict], n: int = 3) -> list[str]:
+    """The ``n`` largest sensitivities of a tornado, each naming the down and the up move
+    and the full-revaluation P&L of each."""
+    lines = ["largest sensitivities (full revaluation, USD; down move | up move):"]
+    for r in tornado[:n]:
+        name = r["input"]
+        lines.append(
+            f"  {name:<7} {r['move']:>14}: down to {_fmt_input(name, r['down_to'])} "
+            f"{r['full_down']:+,.2f} | up to {_fmt_input(name, r['up_to'])} "
+            f"{r['full_up']:+,.2f}")
+    return lines
 
 
 def _run_sensitivities(args: argparse.Namespace) -> int:
@@ -416,22 +509,25 @@ def _run_sensitivities(args: argparse.Namespace) -> int:
 
     book, spec = _book_and_model(args)
     n_paths = args.paths or DEFAULT_MC_PATHS
-    print(f"book {book.name!r}: {len(book)} positions ({book.currency}); model "
-          f"{spec.name}; spot {float(spec.market.spot):,.2f}; seed {args.seed}", flush=True)
+    say(args, f"book {book.name!r}: {len(book)} positions ({book.currency}); model "
+              f"{spec.name}; spot {float(spec.market.spot):,.2f}; seed {args.seed}")
     try:
         summary = sensitivity_report(book, spec.model, spec.market, args.out, seed=args.seed,
                                      n_paths=n_paths, model_name=spec.name,
-                                     log=lambda s: print(s, flush=True))
+                                     log=lambda text: say(args, text))
     except (ValueError, NotImplementedError) as exc:
         raise UsageError(str(exc)) from None
     t = summary["totals"]
-    print(f"value {t['value_usd']:,.2f} USD ({t['value_coin']:,.4f} {book.currency}); delta "
-          f"{t['delta_coin']:,.4f} {book.currency}; vega {t['vega_usd_vol_pt']:,.2f} USD/vol "
-          f"pt; theta {t['theta_usd_day']:,.2f} USD/day")
-    top = summary["tornado"][0]
-    print(f"largest sensitivity: {top['input']} ({top['move']}): "
-          f"{top['first_order_down']:+,.2f} / {top['first_order_up']:+,.2f} USD")
-    print(f"report: {(Path(args.out) / 'report.html').resolve()}")
+    say(args, f"value {t['value_usd']:,.2f} USD ({t['value_coin']:,.4f} {book.currency}); "
+              f"delta {t['delta_coin']:,.4f} {book.currency}; vega "
+              f"{t['vega_usd_vol_pt']:,.2f} USD/vol pt; theta {t['theta_usd_day']:,.2f} USD/day")
+    for line in sensitivity_lines(summary["tornado"]):
+        say(args, line)
+    report = (Path(args.out) / "report.html").resolve()
+    say(args, f"report: {report}")
+    if args.json:
+        emit_json({"book": book.name, "model": spec.name, "seed": args.seed,
+                   "totals": t, "tornado": summary["tornado"], "report": report})
     return 0
 
 
@@ -442,14 +538,19 @@ _STRESS_EPILOG = """\
 scenarios: files, folders of *.toml, or names of the shipped library (scenarios/library,
 e.g. crash-20-vol-spike); "library" runs all of it
 
-prints a table (P&L in USD and coin, liquidity cost, VaR/ES of path scenarios); with --out
-writes stress.csv, positions.csv, stress.html and figures
+prints a table (P&L in USD and coin, liquidity cost, VaR/ES of path scenarios) and writes
+to --out (default out/stress): report.html, stress.csv, positions.csv and figures
+
+VaR/ES levels (--levels, default 0.95,0.99,0.999): a level a needs at least 10/(1-a) paths
+(95%: 200, 99%: 1,000, 99.9%: 10,000); levels a scenario's path count cannot support are
+left out of its row with a note
 
 exit status: 0 ok (scenarios the model cannot express are listed as n/a), 1 some scenario
 failed (its error is in the table), 2 bad input
 
 example:
-  qmr stress scenarios/books/btc_stress.toml library --model scenarios/models/btc_heston.toml
+  qmr stress --book scenarios/books/btc_stress.toml --model scenarios/models/btc_heston.toml \\
+      crash-20-vol-spike replay-ftx-2022-11 --out out/stress
 """
 
 _SWEEP_EPILOG = """\
@@ -459,13 +560,17 @@ drift, spread, impact_bps, exit_fraction) or scale.FIELD / shift.FIELD of the mo
           NAME=lo:hi                                              with --random N
 horizon: --horizon (default 1d) unless a dimension sets it; durations as 12h, 7d, 2w
 
+VaR/ES levels (--levels, default 0.95,0.99,0.999) and the 99% ES contributions need enough
+paths per scenario: a level a needs at least 10/(1-a) paths (95%: 200, 99%: 1,000, 99.9%:
+10,000); too few paths are refused before anything is compiled
+
 writes to --out: manifest.json, parts/*.parquet (as chunks finish), results.parquet,
 results.csv, report.html with heatmaps, worst.csv, es_contributions.csv; rerun the same
 command after an interruption to continue where it stopped (a part whose SHA-256 does not
 match manifest.json is computed again); each dimension may be given once
 
 example:
-  qmr sweep scenarios/books/btc_stress.toml --model scenarios/models/btc_heston.toml \\
+  qmr sweep --book scenarios/books/btc_stress.toml --model scenarios/models/btc_heston.toml \\
       --dim spot=-0.4:0.2:13 --dim vol=-0.1:0.3:9 --dim scale.xi=1,2 --horizon 7d \\
       --paths 10000 --out out/sweep
 """
@@ -495,59 +600,121 @@ def _scenario_args(items: list[str]):
         raise UsageError(str(exc)) from None
 
 
+def _book_currency(path) -> str | None:
+    """The ``[book] currency`` of a book file, or ``None`` (``load_book`` reports problems)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            value = tomllib.load(fh).get("book", {}).get("currency")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value.upper() if isinstance(value, str) else None
+
+
 def _book_and_model(args):
+    """The ``--book`` and ``--model`` files; with ``--snapshot``/``--chain`` the market (and
+    the book's valuation time) come from that option-chain snapshot."""
     from .book import load_book, load_model
 
     try:
-        return load_book(args.book), load_model(args.model)
+        spec = load_model(args.model)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if getattr(args, "snapshot", None) is None and getattr(args, "chain", None) is None:
+        try:
+            return load_book(args.book), spec
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    from .data import load_chain, market_from_chain
+
+    currency = _book_currency(args.book)
+    snapshot = parse_snapshot(args.snapshot)
+    try:
+        chain = load_chain(args.chain, currency=currency, snapshot=snapshot)
+        market, info = market_from_chain(chain, rate=float(spec.market.rate))
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--snapshot: {exc}") from None
+    try:
+        book = load_book(args.book, as_of=info["snapshot"])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    say(args, f"market from {book.currency} snapshot {info['snapshot']}: spot "
+              f"{float(market.spot):,.2f}, basis {100 * info['basis']:.2f}%/yr (largest "
+              f"forward error {info['max_forward_error_bp']:.1f} bp)")
+    return book, spec._replace(market=market)
+
+
+def _add_book_model(p: argparse.ArgumentParser) -> None:
+    """``--book``, ``--model`` and the market snapshot options of every book command."""
+    p.add_argument("--book", required=True, metavar="FILE", help="book file (TOML)")
+    p.add_argument("--model", required=True, metavar="FILE",
+                   help="model and market file (TOML or JSON; `qmr calibrate` writes one, "
+                        "model.toml)")
+    p.add_argument("--snapshot", default=None, metavar="TIME|first|last|INDEX",
+                   help="value the book at this option-chain snapshot: its spot index, its "
+                        "forwards (a flat basis fitted to them) and its time (absolute "
+                        "expiries of the book count from it); the model file's [market] "
+                        "keeps only its rate")
+    p.add_argument("--chain", default=None, metavar="FILE",
+                   help="the chain of --snapshot (default: the shared Deribit data)")
 
 
 def _configure_stress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("book", metavar="BOOK", help="book file (TOML)")
-    p.add_argument("scenarios", metavar="SCENARIO", nargs="+",
-                   help="scenario files, folders or library names")
-    p.add_argument("--model", required=True, metavar="FILE",
-                   help="model and market file (TOML or JSON)")
+    _add_book_model(p)
+    p.add_argument("scenarios", metavar="SCENARIO", nargs="*", default=["library"],
+                   help="scenario files, folders or library names (default: library, all "
+                        "shipped scenarios)")
     p.add_argument("--paths", type=_positive_int, default=None, metavar="N",
                    help="paths of path scenarios (default: each scenario's n_paths)")
+    p.add_argument("--levels", default=None, metavar="A1,A2,...",
+                   help="VaR/ES confidence levels (default: 0.95,0.99,0.999)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
                    help="PRNG seed (default: 0)")
-    p.add_argument("--out", default=None, metavar="DIR", help="write the report here")
+    p.add_argument("--out", default="out/stress", metavar="DIR",
+                   help="output folder (default: out/stress)")
+    add_json_flag(p)
 
 
 def _run_stress(args: argparse.Namespace) -> int:
     import jax
 
     from .report.stress import stress_report, stress_table
-    from .stress.run import stress
+    from .stress.run import DEFAULT_LEVELS, stress
 
     if args.paths is not None and args.paths < 2:
         raise UsageError(f"--paths {args.paths}: path scenarios need at least 2 paths")
+    levels = parse_levels(args.levels) or DEFAULT_LEVELS
     book, spec = _book_and_model(args)
     scenarios = _scenario_args(args.scenarios)
-    print(f"book {book.name!r}: {len(book)} positions; model {spec.name}; "
-          f"{len(scenarios)} scenario(s); seed {args.seed}", flush=True)
+    say(args, f"book {book.name!r}: {len(book)} positions; model {spec.name}; "
+              f"{len(scenarios)} scenario(s); seed {args.seed}")
     try:
         run = stress(book, spec.model, spec.market, scenarios, key=jax.random.key(args.seed),
-                     n_paths=args.paths,
-                     progress=lambda i, n, name: print(f"  [{i + 1}/{n}] {name}", flush=True))
+                     n_paths=args.paths, levels=levels,
+                     progress=lambda i, n, name: say(args, f"  [{i + 1}/{n}] {name}"))
     except ValueError as exc:
         raise UsageError(f"{args.model}: {exc}") from None
     cols = [c for c in ("kind", "horizon_days", "pnl_usd", "pnl_coin", "cost", "worst",
                         "var99", "es99", "hist_es95", "hist_es99", "status")
             if c in run.table.columns]
-    print(stress_table(run.table[cols]))
+    say(args, stress_table(run.table[cols]))
     if "notes" in run.table.columns:  # clamped parameters, too few tail samples, ...
         for name, note in run.table["notes"].dropna().items():
-            print(f"note: {name}: {note}")
-    if args.out:
-        meta = dict(run.meta, seed=args.seed, model_file=str(args.model))
-        rows = run.table.reset_index().rename(columns={"scenario": "name"})
-        paths = stress_report(rows, run.positions, args.out, meta=meta)
-        print(f"report: {paths.get('stress.html', args.out)}")
-    return 1 if run.table["status"].str.startswith("error").any() else 0
+            say(args, f"note: {name}: {note}")
+    meta = dict(run.meta, seed=args.seed, model_file=str(args.model))
+    rows = run.table.reset_index().rename(columns={"scenario": "name"})
+    paths = stress_report(rows, run.positions, args.out, meta=meta)
+    report = paths.get("report.html") or paths.get("stress.html") or args.out
+    say(args, f"report: {report}")
+    failed = bool(run.table["status"].str.startswith("error").any())
+    if args.json:
+        emit_json({"book": book.name, "model": spec.name, "seed": args.seed,
+                   "levels": list(levels), "failed": failed, "report": report,
+                   "scenarios": rows.to_dict(orient="records")})
+    return 1 if failed else 0
 
 
 def _parse_dim(text: str, random: bool):
@@ -585,9 +752,7 @@ def _parse_dim(text: str, random: bool):
 
 
 def _configure_sweep(p: argparse.ArgumentParser) -> None:
-    p.add_argument("book", metavar="BOOK", help="book file (TOML)")
-    p.add_argument("--model", required=True, metavar="FILE",
-                   help="model and market file (TOML or JSON)")
+    _add_book_model(p)
     p.add_argument("--dim", action="append", required=True, metavar="NAME=VALUES",
                    help="a sweep dimension (repeatable)")
     p.add_argument("--random", type=_positive_int, default=None, metavar="N",
@@ -595,7 +760,11 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", default="1d", metavar="DURATION",
                    help="horizon of every scenario (default: 1d)")
     p.add_argument("--paths", type=_nonnegative_int, default=10_000, metavar="N",
-                   help="paths per scenario; 0: instantaneous revaluation (default: 10000)")
+                   help="paths per scenario; 0: instantaneous revaluation (default: 10000; "
+                        "at least 10/(1-a) for each level a: 1,000 for 99%%, 10,000 for "
+                        "99.9%%)")
+    p.add_argument("--levels", default=None, metavar="A1,A2,...",
+                   help="VaR/ES confidence levels (default: 0.95,0.99,0.999)")
     p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
                    help="time steps over the horizon (default: daily)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="N",
@@ -606,26 +775,40 @@ def _configure_sweep(p: argparse.ArgumentParser) -> None:
                    help="memory budget of one chunk, MiB (default: 512)")
     p.add_argument("--out", default="out/sweep", metavar="DIR",
                    help="output folder (default: out/sweep)")
+    add_json_flag(p)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import jax
 
     from .report.stress import sweep_report
     from .stress import Shock, StressEngine, sweep
     from .stress.scenarios import ScenarioError, parse_duration
-    from .stress.sweeps import check_sweep, design_from_dims
+    from .stress.sweeps import DEFAULT_LEVELS, check_sweep, design_from_dims
 
     dims = [_parse_dim(d, args.random is not None) for d in args.dim]
+    levels = parse_levels(args.levels) or DEFAULT_LEVELS
+    if args.paths >= 2:  # 1 path is refused by check_sweep
+        need = max(min_paths(a) for a in (*levels, 0.99))
+        if args.paths < need:
+            worst = max(levels + (0.99,))
+            raise UsageError(
+                f"--paths {args.paths}: too few for the {100 * worst:g}% VaR/ES "
+                f"({'level' if worst in levels else 'ES contributions'}): give at least "
+                f"{need:,} paths, or fewer/lower --levels (each level a needs 10/(1-a) "
+                "paths; 0 paths revalues instantaneously)")
     book, spec = _book_and_model(args)
     try:
         base = Shock(horizon=parse_duration(args.horizon, "--horizon"))
         design = design_from_dims(dims, random=args.random, seed=args.seed, base=base)
-        check_sweep(design, spec.model, n_paths=args.paths)  # before compiling anything
+        # before compiling anything
+        check_sweep(design, spec.model, n_paths=args.paths, levels=levels)
     except (ValueError, ScenarioError) as exc:
         raise UsageError(str(exc)) from None
-    print(f"book {book.name!r}: {len(book)} positions; model {spec.name}; {len(design)} "
-          f"scenarios x {args.paths} paths; seed {args.seed}; out {args.out}", flush=True)
+    say(args, f"book {book.name!r}: {len(book)} positions; model {spec.name}; {len(design):,} "
+              f"scenarios x {args.paths:,} paths; seed {args.seed}; out {args.out}")
     try:
         engine = StressEngine(book, spec.model, spec.market,
                               key=jax.random.key(args.seed) if book.has_mc else None)
@@ -634,15 +817,26 @@ def _run_sweep(args: argparse.Namespace) -> int:
     try:
         res = sweep(engine, design, key=jax.random.key(args.seed), out=args.out,
                     n_paths=args.paths, steps=args.steps, crn=not args.no_crn,
-                    memory_budget=args.memory * 2**20)
+                    memory_budget=args.memory * 2**20, levels=levels)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(f"{len(res.table)} scenarios ({res.resumed_scenarios} from earlier parts) in "
-          f"{res.wall_time:.1f} s")
+    say(args, f"{len(res.table):,} scenarios ({res.resumed_scenarios:,} from earlier parts) in "
+              f"{res.wall_time:.1f} s")
     if res.recomputed:
-        print(f"recomputed {len(res.recomputed)} part(s) that did not match the manifest")
+        say(args, f"recomputed {len(res.recomputed)} part(s) that did not match the manifest")
     paths = sweep_report(res, args.out)
-    print(f"report: {paths.get('report.html', args.out)}")
+    report = paths.get("report.html", args.out)
+    say(args, f"report: {report}")
+    if args.json:
+        from .report.stress import worst_scenarios
+
+        table = res.table
+        worst = worst_scenarios(table, min(5, len(table)))
+        emit_json({"book": book.name, "model": spec.name, "seed": args.seed,
+                   "scenarios": len(table), "paths": args.paths, "levels": list(levels),
+                   "resumed": res.resumed_scenarios, "wall_seconds": res.wall_time,
+                   "worst": worst.to_dict(orient="records"), "report": report,
+                   "results": str(Path(args.out) / "results.parquet")})
     return 0
 
 
@@ -665,7 +859,13 @@ data:
 start: --initial FILE (a model file as for `qmr sensitivities`, TOML or JSON; its [market] is
 not used), else a guess from the chain's ATM vols and skew (qmr_jax.calibration.initial_guess)
 
-writes to --out: report.html, smiles.png, residuals.png, convergence.png, result.json,
+parameters: --fixed rho=-0.3,kappa holds fields (at the given value, else at the start's);
+--bounds kappa=0.1:10,xi=0.05:4 replaces a field's box (defaults:
+qmr_jax.calibration.DEFAULT_BOUNDS); a parameter that ends on an edge of its box is warned
+about on the terminal and in the report
+
+writes to --out: model.toml (the fit and the chain's market, read by --model and --initial of
+every command), report.html, smiles.png, residuals.png, convergence.png, result.json,
 residuals.csv, by_expiry.csv
 
 exit status: 0 converged, 1 not converged (the report is still written), 2 bad input
@@ -749,6 +949,14 @@ def _configure_calibrate(p: argparse.ArgumentParser) -> None:
                    help="model file (TOML or JSON) with the starting parameters")
     p.add_argument("--max-iter", type=_positive_int, default=200, metavar="N",
                    help="iteration limit of the solver (default 200)")
+    p.add_argument("--fixed", default=None, metavar="NAME[=VALUE],...",
+                   help="fields held fixed, at VALUE or at the starting value")
+    p.add_argument("--bounds", default=None, metavar="NAME=LO:HI,...",
+                   help="calibration box of a field (replaces its default)")
+    p.add_argument("--rate", default="0", metavar="R",
+                   help="USD rate written to model.toml's [market] (default 0); div is then "
+                        "fitted so the model's forwards match the chain's")
+    add_json_flag(p)
 
 
 def _calibration_chain(args: argparse.Namespace):
@@ -804,44 +1012,135 @@ def _initial_model(args: argparse.Namespace, cls, chain):
     return spec.model
 
 
+def parse_fixed(text: str | None, cls) -> dict[str, float | None]:
+    """``--fixed rho=-0.3,kappa`` -> ``{"rho": -0.3, "kappa": None}`` (``None``: keep the
+    starting value); names are checked against ``cls``'s fields."""
+    if text is None:
+        return {}
+    out: dict[str, float | None] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = (x.strip() for x in item.partition("="))
+        if name not in cls._fields:
+            raise UsageError(f"--fixed: {cls.__name__} has no parameter {name!r}; its "
+                             f"parameters: {', '.join(cls._fields)}")
+        if name in out:
+            raise UsageError(f"--fixed: {name!r} given twice")
+        out[name] = parse_number(raw, f"--fixed {name}") if sep else None
+    if not out:
+        raise UsageError(f"--fixed: expected NAME[=VALUE],...; got {text!r}")
+    return out
+
+
+def parse_bounds(text: str | None, cls) -> dict[str, tuple[float, float]] | None:
+    """``--bounds kappa=0.1:10,xi=0.05:4`` -> ``{"kappa": (0.1, 10.0), ...}``."""
+    if text is None:
+        return None
+    out: dict[str, tuple[float, float]] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = (x.strip() for x in item.partition("="))
+        lo, colon, hi = raw.partition(":")
+        if not sep or not colon:
+            raise UsageError(f"--bounds: expected NAME=LO:HI; got {item!r}")
+        if name not in cls._fields:
+            raise UsageError(f"--bounds: {cls.__name__} has no parameter {name!r}; its "
+                             f"parameters: {', '.join(cls._fields)}")
+        if name in out:
+            raise UsageError(f"--bounds: {name!r} given twice")
+        box = (parse_number(lo, f"--bounds {name}"), parse_number(hi, f"--bounds {name}"))
+        if not box[0] < box[1]:
+            raise UsageError(f"--bounds {name}: lower bound {box[0]:g} must be below the "
+                             f"upper bound {box[1]:g}")
+        out[name] = box
+    if not out:
+        raise UsageError(f"--bounds: expected NAME=LO:HI,...; got {text!r}")
+    return out
+
+
 def _run_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .calibration import calibrate
+    from .model_file import save_model
     from .report.calibration import calibration_report
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {args.out!r} exists and is not a folder")
     cls = _model_class(args)
-    print("loading the synthetic chain" if args.synthetic else
-          f"loading {args.currency} quotes from {args.chain or 'the default data'}", flush=True)
+    rate = parse_number(args.rate, "--rate")
+    check_range(rate, "--rate", -5.0, 5.0, "a continuous annual rate")
+    if cls is not None:  # check --fixed/--bounds before loading anything
+        parse_fixed(args.fixed, cls)
+        parse_bounds(args.bounds, cls)
+    say(args, "loading the synthetic chain" if args.synthetic else
+        f"loading {args.currency} quotes from {args.chain or 'the default data'}")
     chain = _calibration_chain(args)
     n_exp = chain["expiry_years"].nunique()
     where = chain["snapshot"].iloc[0] if "snapshot" in chain.columns else "-"
-    print(f"chain: {len(chain)} quotes in {n_exp} expiries, {args.currency} snapshot {where}",
-          flush=True)
+    say(args, f"chain: {len(chain)} quotes in {n_exp} expiries, {args.currency} snapshot "
+              f"{where}")
     initial = _initial_model(args, cls, chain)
+    fixed = parse_fixed(args.fixed, type(initial))
+    bounds = parse_bounds(args.bounds, type(initial))
+    held = {k: v for k, v in fixed.items() if v is not None}
+    if held:
+        initial = initial._replace(**held)
+        try:
+            initial.validate()
+        except ValueError as exc:
+            raise UsageError(f"--fixed: {exc}") from None
     start = ", ".join(f"{k}={float(v):.4g}" for k, v in initial._asdict().items())
-    print(f"calibrating {type(initial).__name__} from {start} ({args.method}, loss "
-          f"{args.loss}, weights {args.weights}, {args.starts} start(s))", flush=True)
+    say(args, f"calibrating {type(initial).__name__} from {start} ({args.method}, loss "
+              f"{args.loss}, weights {args.weights}, {args.starts} start(s)"
+              + (f", fixed {', '.join(fixed)}" if fixed else "") + ")")
     try:
         result = calibrate(initial, chain, loss=args.loss, weights=args.weights,
                            method=args.method, starts=args.starts, seed=args.seed,
-                           feller_penalty=args.feller_penalty, max_iter=args.max_iter)
+                           feller_penalty=args.feller_penalty, max_iter=args.max_iter,
+                           fixed=tuple(fixed), bounds=bounds)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    print(result.summary(), flush=True)
+    say(args, result.summary())
+    if (warning := result.bounds_warning()) is not None:
+        print(f"qmr calibrate: warning: {warning}", file=sys.stderr, flush=True)
     paths = calibration_report(result, chain, out)
-    print("wrote:")
+    market = _chain_market(chain, rate)
+    paths["model.toml"] = save_model(
+        out / "model.toml", result.params, market,
+        name=f"{args.currency} {type(initial).__name__} calibrated to {where}",
+        description=(f"qmr calibrate: {result.n_quotes} quotes, RMSE {result.rmse_iv:.3f} vol "
+                     f"pts, {'converged' if result.converged else 'NOT converged'}"),
+        source=str(args.chain) if args.chain else ("synthetic" if args.synthetic
+                                                   else "default data"),
+        meta={"snapshot": str(where), "currency": args.currency, "loss": args.loss,
+              "method": args.method, "rmse_iv": float(result.rmse_iv),
+              "inside_band": float(result.inside_band), "converged": bool(result.converged),
+              "at_bounds": list(result.at_bounds), "fixed": list(fixed), "seed": args.seed,
+              "market": "spot: the chain's index; div: fitted so that forward = spot * "
+                        "exp((rate - div) T) matches the chain's forwards"})
+    say(args, "wrote:")
     for path in paths.values():
-        print(f"  {path}")
-    print(f"report: {paths['report.html'].resolve()}")
+        say(args, f"  {path}")
+    say(args, f"model file: {paths['model.toml']} (use with --model or --initial)")
+    say(args, f"report: {paths['report.html'].resolve()}")
     if not result.converged:
-        print(f"calibration did NOT converge: {result.reason} after {result.iterations} "
-              "iterations (the report shows the last iterate)", flush=True)
-        return EXIT_NOT_CONVERGED
-    return 0
+        say(args, f"calibration did NOT converge: {result.reason} after {result.iterations} "
+                  "iterations (the report shows the last iterate)")
+    if args.json:
+        emit_json(dict(result.to_dict(), market=market._asdict(),
+                       files={k: str(v) for k, v in paths.items()}))
+    return 0 if result.converged else EXIT_NOT_CONVERGED
+
+
+def _chain_market(chain, rate: float):
+    """The chain's market for the model file: its spot index and a flat basis fitted to its
+    forwards."""
+    from .data import market_from_chain
+
+    market, _ = market_from_chain(chain, rate=rate)
+    return market
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,11 +1148,10 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _configure_version(p: argparse.ArgumentParser) -> None:
-    del p
+    add_json_flag(p)
 
 
 def _run_version(args: argparse.Namespace) -> int:
-    del args
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -866,10 +1164,16 @@ def _run_version(args: argparse.Namespace) -> int:
         except PackageNotFoundError:
             return "not installed"
 
-    print(f"qmr_jax {__version__}")
-    print(f"jax {installed('jax')}, jaxlib {installed('jaxlib')}, numpy {installed('numpy')}, "
-          f"python {platform.python_version()}")
     cache = default_cache_dir()
+    info = {"qmr_jax": __version__, "jax": installed("jax"), "jaxlib": installed("jaxlib"),
+            "numpy": installed("numpy"), "python": platform.python_version(),
+            "compilation_cache": None if cache is None else str(cache)}
+    if args.json:
+        emit_json(info)
+        return 0
+    print(f"qmr_jax {__version__}")
+    print(f"jax {info['jax']}, jaxlib {info['jaxlib']}, numpy {info['numpy']}, "
+          f"python {info['python']}")
     print(f"compilation cache: {cache if cache is not None else 'off (QMR_CACHE_DIR)'}")
     return 0
 

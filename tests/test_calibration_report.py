@@ -7,14 +7,18 @@ and the report fixture share the compiled functions.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import tomllib
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import qmr_jax as qmr
+from qmr_jax.book import load_model
 from qmr_jax.calibration import DEFAULT_BOUNDS, MODELS, calibrate, initial_guess
 from qmr_jax.calibration.defaults import atm_term_structure
 from qmr_jax.cli import main, synthetic_calibration_chain, synthetic_truth
@@ -32,7 +36,11 @@ def chain():
 @pytest.fixture(scope="module")
 def cli_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("calib_cli")
-    assert main(["calibrate", "--synthetic", "--model", "heston", "--out", str(out)]) == 0
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["calibrate", "--synthetic", "--model", "heston", "--out", str(out),
+                     "--rate", "0.03", "--json"]) == 0
+    (out.parent / f"{out.name}.stdout").write_text(stdout.getvalue())
     return out
 
 
@@ -188,6 +196,47 @@ def test_cli_synthetic(cli_out, result, capsys):
     assert data["converged"] is True
     for name, value in result.params_dict().items():
         assert data["params"][name] == pytest.approx(value, rel=1e-10, abs=1e-12)
+
+
+def test_cli_writes_a_model_file_every_command_reads(cli_out, result, chain):
+    spec = load_model(cli_out / "model.toml")
+    assert type(spec.model) is type(result.params)
+    for name, value in result.params_dict().items():  # bit for bit through the TOML
+        assert float(getattr(spec.model, name)) == value
+    # the chain's market: its index, and forwards that match the chain's (a flat basis here)
+    assert float(spec.market.spot) == pytest.approx(float(chain["spot"].median()), rel=1e-12)
+    assert float(spec.market.rate) == 0.03
+    t = chain["expiry_years"].to_numpy()
+    fwd = np.asarray(spec.market.forward(t))
+    np.testing.assert_allclose(fwd, chain["forward"].to_numpy(), rtol=1e-9)
+    meta = tomllib.loads((cli_out / "model.toml").read_text())["meta"]
+    assert meta["converged"] is True and meta["rmse_iv"] == pytest.approx(result.rmse_iv)
+
+
+def test_cli_json_is_the_result(cli_out, result, capsys):
+    # the fixture's --json run printed one JSON document (and nothing else) on stdout
+    doc = json.loads((cli_out.parent / f"{cli_out.name}.stdout").read_text())
+    assert doc["params"] == pytest.approx(result.params_dict(), rel=1e-10)
+    assert doc["converged"] is True and doc["market"]["rate"] == 0.03
+    assert doc["files"]["model.toml"] == str(cli_out / "model.toml")
+
+
+def test_cli_fixed_and_bounds_reach_the_solver(tmp_path, capsys, monkeypatch):
+    import qmr_jax.calibration as calibration
+
+    seen = {}
+
+    def spy(initial, chain, **kw):
+        seen.update(kw, initial=initial)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(calibration, "calibrate", spy)
+    assert main(["calibrate", "--synthetic", "--fixed", "rho=-0.45,kappa", "--bounds",
+                 "xi=0.2:3,theta=0.01:1", "--out", str(tmp_path)]) == 2
+    assert "stop here" in capsys.readouterr().err
+    assert seen["fixed"] == ("rho", "kappa")
+    assert seen["bounds"] == {"xi": (0.2, 3.0), "theta": (0.01, 1.0)}
+    assert float(seen["initial"].rho) == -0.45  # held at the given value
 
 
 def test_cli_prints_summary(tmp_path, capsys):
