@@ -104,3 +104,39 @@ def test_jsonable_turns_nan_into_null():
                          "d": [np.inf, 2]})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": None, "b": 1.5, "c": [0, 1],
                                                             "d": [None, 2]}
+
+
+@pytest.mark.parametrize("name", ["gbm", "merton", "kou", "heston", "bates"])
+def test_save_model_round_trips_bit_for_bit(name, tmp_path):
+    import numpy as np
+
+    import qmr_jax as qmr
+    from qmr_jax.demo import BTC_MODELS
+
+    model = next(m for k, m in BTC_MODELS.items() if k.lower() == name)
+    rng = np.random.default_rng(7)
+    # perturb every parameter by an irrational-looking factor: 17 digits must survive
+    model = type(model)(*(float(v) * (1 + 1e-3 * rng.random()) for v in model))
+    market = qmr.Market(61_234.56789, 0.0412345, -0.0123)
+    path = qmr.save_model(tmp_path / "m.toml", model, market, name="x \"quoted\"",
+                          meta={"rmse_iv": 0.5, "at_bounds": ["rho"], "skip": None})
+    spec = qmr.load_model(path)
+    assert type(spec.model) is type(model) and spec.name == 'x "quoted"'
+    for a, b in zip(spec.model, model, strict=True):
+        assert float(a) == float(b)
+    for f in ("spot", "rate", "div"):
+        assert float(getattr(spec.market, f)) == float(getattr(market, f))
+    assert spec.meta == {"rmse_iv": 0.5, "at_bounds": ["rho"]}
+
+
+def test_save_model_refuses_a_batch_and_nan(tmp_path):
+    import numpy as np
+
+    import qmr_jax as qmr
+
+    market = qmr.Market(60_000.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="holds one model"):
+        qmr.save_model(tmp_path / "b.toml", qmr.GBM(np.array([0.5, 0.6])), market)
+    with pytest.raises(ValueError, match="model.sigma: nan"):
+        qmr.save_model(tmp_path / "n.toml", qmr.GBM(float("nan")), market)
+    assert not (tmp_path / "b.toml").exists() and not (tmp_path / "n.toml").exists()
