@@ -276,6 +276,14 @@ def sensitivity_report(
         sens = parameter_sensitivities(v, m, mk, second_order=False, mode="forward")
         return risk, sens.gradient
 
+    n_fourier = sum(1 for p in book.positions if p.is_option and not p.is_mc)
+    n_mc = sum(p.is_mc for p in book.positions)
+    parts = [f"{n_fourier} options in one Fourier pricer"] if n_fourier else []
+    parts += [f"{n_mc} Monte Carlo positions x {n_paths:,} paths"] if n_mc else []
+    parts += [f"{len(book) - n_fourier - n_mc} linear positions"] \
+        if len(book) > n_fourier + n_mc else []
+    log(f"  compiling and running the valuation and its derivatives ({'; '.join(parts)}); "
+        "the first run of a book compiles, later runs load it from the compilation cache")
     risk, sens = derivatives(model, market, mc_key)
     names = ("spot", "rate", "div", *model._fields)
     grad_pos = np.asarray(sens, np.float64)  # [n, inputs]
@@ -296,6 +304,9 @@ def sensitivity_report(
     totals = {k: float(v) for k, v in totals_series(tot_risk.as_greeks(), market).items()}
 
     # --- tornado: first-order and full P&L of each input's typical move
+    t1 = time.perf_counter()
+    log(f"  tornado: revaluing the book at the down and up move of each of "
+        f"{4 + len(model._fields)} inputs (the revaluation compiles once)")
     grad_total = {n: float(grad_pos[:, i].sum()) for i, n in enumerate(names)}
     grad_total["vol"] = float(np.asarray(tot_risk.gradient)[1])
     inputs = ["spot", "vol", "rate", "div", *model._fields]
@@ -349,6 +360,10 @@ def sensitivity_report(
     for n in (*names, "vol"):
         pp[f"{n}_move"] = pp[n] * up_move[n]
 
+    log(f"  tornado done in {time.perf_counter() - t1:.1f} s; P&L ladders over "
+        f"{sum(len(lad.points) for lad in lads.values())} points")
+    t1 = time.perf_counter()
+
     # --- ladders
     x0 = np.asarray(valuer.risk_point(market, 0.0), np.float64)
     grad4 = np.asarray(tot_risk.gradient, np.float64)
@@ -390,6 +405,9 @@ def sensitivity_report(
         panels[lname] = {"x": xs, "full": fulls, "first": firsts, "second": seconds,
                          "xlabel": lad.xlabel}
     ladders_df = pd.DataFrame(ladder_rows)
+
+    log(f"  ladders done in {time.perf_counter() - t1:.1f} s; writing tables, figures and the "
+        "report")
 
     # --- files
     positions.to_csv(out / "positions.csv", index=False)
