@@ -1,7 +1,15 @@
-"""Market data: the option-chain table, the Deribit loader and its cleaning rules, a
-synthetic Deribit-like market priced by a known model, and the spot history (with named
-stress episodes) behind historical replays."""
+"""Market data: the option-chain table, the Deribit loader and its cleaning rules, a user's
+own chain (simple CSV/Parquet or Deribit API JSON, ``load_chain``) and its market
+(``market_from_chain``), Deribit instrument names, a synthetic Deribit-like market priced by
+a known model, and the spot history (with named stress episodes) behind historical replays."""
 
+from .chains import (
+    DERIBIT_API_FIELDS,
+    PRICE_UNITS,
+    SIMPLE_COLUMNS,
+    load_chain,
+    market_from_chain,
+)
 from .deribit import (
     CHAIN_COLUMNS,
     INTEGRITY_REASONS,
@@ -18,6 +26,7 @@ from .deribit import (
     normalise_deribit,
     read_deribit_raw,
 )
+from .instruments import Instrument, instrument_name, parse_instrument
 from .spot import (
     EPISODES,
     episode,
@@ -42,4 +51,6 @@ __all__ = [
     "synthetic_chain", "deribit_expiries", "deribit_strikes", "default_half_spread_iv",
     "load_spot_history", "load_dvol", "log_returns", "episode_path", "realized_vol",
     "episode", "EPISODES",
+    "load_chain", "market_from_chain", "SIMPLE_COLUMNS", "DERIBIT_API_FIELDS", "PRICE_UNITS",
+    "Instrument", "parse_instrument", "instrument_name",
 ]

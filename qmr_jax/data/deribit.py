@@ -124,13 +124,35 @@ _NA_TEXT = frozenset({"", "nan", "NaN", "NAN", "-nan", "NA", "N/A", "n/a", "#N/A
 _PARQUET_ROW = "parquet row"
 """``attrs["source_row"]`` of rows read from parquet: ``source_row`` is the 0-based row index."""
 
+_JSON_ROW = "json element"
+"""``attrs["source_row"]`` of rows read from a JSON list (Deribit's API): ``source_row`` is the
+0-based index of the element in the list."""
+
+
+def _field(raw: pd.DataFrame, name: str) -> str:
+    """The name a raw column has in the file it was read from (``attrs["fields"]`` maps the
+    raw Deribit names to another format's, e.g. ``bid_price`` -> ``bid``)."""
+    return raw.attrs.get("fields", {}).get(name, name)
+
+
+def _row_text(kind, n: int) -> str:
+    """``line N``, ``row N (0-based ...)`` or ``element N (0-based ...)`` by the kind of
+    ``source_row`` (``attrs["source_row"]``)."""
+    if kind == _PARQUET_ROW:
+        return f"row {n} (0-based row index in the parquet file)"
+    if kind == _JSON_ROW:
+        return f"element {n} (0-based index in the JSON result list)"
+    return f"line {n}"
+
 
 def _times(col: pd.Series) -> pd.Series:
     """ISO-8601 texts as UTC times (``NaT`` where unparsable), each distinct text parsed
     once (a chain repeats a few dozen timestamps over thousands of rows)."""
     codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    parsed = pd.to_datetime(pd.Series(uniques, dtype=object).astype(str), utc=True,
-                            format="ISO8601", errors="coerce")
+    text = pd.Series(uniques, dtype=object).astype(str)
+    # pandas reads "now" and "today" as the current time: only a text starting with a date
+    text = text.where(text.str.match(r"\s*\d{4}-\d{2}-\d{2}"), "")
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     out = parsed.reindex(codes)  # code -1 (missing) is not in the index: NaT
     return pd.Series(out.array, index=col.index, name=col.name)
 
@@ -146,14 +168,11 @@ def _where(raw: pd.DataFrame, i: int) -> str:
     """Where raw row ``i`` (positional) is in its file: ``line N`` for a CSV (the file's own
     line number, the header being line 1), ``row N (0-based ...)`` for parquet."""
     if "source_row" in raw.columns:
-        n = int(raw["source_row"].iloc[i])
-        if raw.attrs.get("source_row") == _PARQUET_ROW:
-            return f"row {n} (0-based row index in the parquet file)"
-        return f"line {n}"
+        return _row_text(raw.attrs.get("source_row"), int(raw["source_row"].iloc[i]))
     return f"row {i}"
 
 
-def _decode(p: Path) -> str:
+def _decode(p: Path, what: str = "a Deribit chain CSV") -> str:
     data = p.read_bytes()
     if data.startswith(b"PAR1"):
         raise ValueError(f"{p}: this is a parquet file, not CSV text; name it .parquet")
@@ -166,20 +185,22 @@ def _decode(p: Path) -> str:
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ValueError(
             f"{p}: line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x} at character "
-            f"{col}); a Deribit chain CSV must be saved as UTF-8") from None
+            f"{col}); {what} must be saved as UTF-8") from None
 
 
-def _read_csv(p: Path) -> pd.DataFrame:
-    """A snapshot CSV as strings, numeric columns converted, ``source_row`` = file line.
+def _read_csv(p: Path, *, what: str = "a Deribit chain CSV", columns=RAW_COLUMNS,
+              numeric=NUMERIC_RAW_COLUMNS) -> pd.DataFrame:
+    """A chain CSV as strings, ``numeric`` columns converted, ``source_row`` = file line.
 
     A short last line (the file cut mid-row) is left out of the table and listed in
     ``attrs["truncated"]`` as ``(line, currency or None, instrument or None)``; a short or
-    long line elsewhere is refused.
+    long line elsewhere is refused. ``what`` and ``columns`` describe the expected file in
+    the messages.
     """
-    text = _decode(p)
+    text = _decode(p, what)
     if not text.strip():
-        raise ValueError(f"{p}: empty file; a Deribit chain CSV starts with a header line "
-                         f"naming its columns ({', '.join(RAW_COLUMNS)})")
+        raise ValueError(f"{p}: empty file; {what} starts with a header line "
+                         f"naming its columns ({', '.join(columns)})")
     reader = csv.reader(io.StringIO(text, newline=""))
     header, header_line, records, lines = None, 0, [], []
     short = []  # (position in records, line, fields) of short rows
@@ -229,13 +250,13 @@ def _read_csv(p: Path) -> pd.DataFrame:
     raw["source_row"] = np.asarray(lines, np.int64)
     raw.attrs["source_row"] = "line"
     raw.attrs["truncated"] = truncated
-    _to_numbers(raw, p)
+    _to_numbers(raw, p, numeric)
     return raw
 
 
-def _to_numbers(raw: pd.DataFrame, source) -> None:
-    """Convert the ``NUMERIC_RAW_COLUMNS`` in place; refuse a cell that is not a number."""
-    for c in NUMERIC_RAW_COLUMNS:
+def _to_numbers(raw: pd.DataFrame, source, columns=NUMERIC_RAW_COLUMNS) -> None:
+    """Convert ``columns`` (those present) in place; refuse a cell that is not a number."""
+    for c in columns:
         if c not in raw.columns or pd.api.types.is_numeric_dtype(raw[c]):
             continue
         col = raw[c].astype(object)
@@ -509,7 +530,7 @@ def _check_identifiers(raw: pd.DataFrame, source: str) -> None:
         i = int(np.flatnonzero(mask)[0])
         got = raw[field].iloc[i] if value is None else value[i]
         raise ValueError(f"{source}: {_where(raw, i)} ({raw['instrument_name'].iloc[i]}): "
-                         f"field {field!r} {rule}; got {_show(got)}")
+                         f"field {_field(raw, field)!r} {rule}; got {_show(got)}")
 
     bad = raw["instrument_name"].isna().to_numpy()
     if bad.any():
@@ -604,10 +625,11 @@ CLEANING_REASONS = ("expired_or_short", "in_the_money", "no_bid", "no_ask", "cro
                     "outside_bounds", "min_price", "wide_spread", "far_wing")
 """Reasons ``CleaningRules`` drop a quote for, in the order they are tried."""
 
-INTEGRITY_REASONS = ("truncated_line", "duplicate_row", "bad_index_price", "bad_forward",
-                     "bad_open_interest", "bad_volume", "bad_deribit_iv")
-"""Reasons ``load_deribit`` drops a raw row for, whatever the cleaning rules (see
-``check_integrity``)."""
+INTEGRITY_REASONS = ("truncated_line", "not_an_option", "duplicate_row", "bad_index_price",
+                     "bad_forward", "bad_open_interest", "bad_volume", "bad_deribit_iv")
+"""Reasons ``load_deribit`` and ``load_chain`` drop a raw row for, whatever the cleaning rules
+(see ``check_integrity``; ``not_an_option``: a future, perpetual, spot pair or combo listed in
+a Deribit API response, skipped by ``load_chain``)."""
 
 REASONS = INTEGRITY_REASONS + CLEANING_REASONS
 """Every reason a row can be dropped for (``cleaning_summary`` lists each)."""
@@ -705,7 +727,8 @@ MAX_CONTRACTS = 1e9
 existence)."""
 
 
-def check_integrity(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_integrity(raw: pd.DataFrame, *,
+                    optional: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw Deribit rows into ``(sound, dropped)``; ``dropped`` has a ``reason`` column.
 
     A row is dropped for the first of these it breaks:
@@ -722,6 +745,10 @@ def check_integrity(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
       ``MAX_CONTRACTS`` (``volume`` only where the column exists).
     * ``bad_deribit_iv``: Deribit's mark IV missing, not finite, not positive or above
       ``MAX_DERIBIT_IV``.
+
+    ``optional`` names raw fields (``open_interest``, ``volume``, ``implied_volatility``) that
+    a file may leave empty: a missing value there is no reason to drop the row (a user's chain,
+    ``load_chain``); a value that is present is checked as above.
 
     (``truncated_line``, a CSV's last line cut short, is recorded by ``load_deribit`` from
     ``read_deribit_raw``'s ``attrs["truncated"]``.) Identifiers are checked first
@@ -752,10 +779,11 @@ def check_integrity(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             i = int(np.flatnonzero(first)[0])
             field = next(c for c in values if not _same(raw[c].iloc[i], mine[c]))
             raise ValueError(
-                f"{source}: {_where(raw, j)} and {_where(raw, i)}: duplicate 'instrument_name' "
-                f"{mine['instrument_name']} in snapshot {mine['timestamp']} with different "
-                f"values ({field} {_show(raw[field].iloc[i])} and {_show(mine[field])}); a "
-                "snapshot quotes each instrument once")
+                f"{source}: {_where(raw, j)} and {_where(raw, i)}: duplicate "
+                f"{_field(raw, 'instrument_name')!r} {mine['instrument_name']} in snapshot "
+                f"{mine['timestamp']} with different values ({_field(raw, field)} "
+                f"{_show(raw[field].iloc[i])} and {_show(mine[field])}); a snapshot quotes "
+                "each instrument once")
         mark(same_key, "duplicate_row")
 
     snap = (raw["timestamp"].astype(str) + "|" + raw["currency"].astype(str)).to_numpy()
@@ -779,9 +807,11 @@ def check_integrity(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         for field, name in (("open_interest", "bad_open_interest"), ("volume", "bad_volume")):
             if field in raw.columns:
                 v = raw[field].to_numpy(np.float64)
-                mark(~((v >= 0) & (v <= MAX_CONTRACTS)), name)
+                absent = np.isnan(v) if field in optional else False
+                mark(~((v >= 0) & (v <= MAX_CONTRACTS)) & ~absent, name)
         iv = raw["implied_volatility"].to_numpy(np.float64)
-        mark(~((iv > 0) & (iv <= MAX_DERIBIT_IV)), "bad_deribit_iv")
+        absent = np.isnan(iv) if "implied_volatility" in optional else False
+        mark(~((iv > 0) & (iv <= MAX_DERIBIT_IV)) & ~absent, "bad_deribit_iv")
     ok = reason == ""
     attrs = dict(raw.attrs)
     sound = raw.loc[ok].reset_index(drop=True)
@@ -872,10 +902,23 @@ def load_deribit(path=None, currency: str = "BTC", snapshot=None, *, clean: bool
     p = _resolve(path)
     stamp = _pick_snapshot(p, currency, snapshot)
     raw = read_deribit_raw(p, currency=currency, snapshot=stamp)
+    return _chain_of_raw(raw, clean=clean, rules=rules, return_dropped=return_dropped)
+
+
+def _chain_of_raw(raw: pd.DataFrame, *, clean: bool, rules, return_dropped: bool,
+                  optional: tuple[str, ...] = (), skipped: pd.DataFrame | None = None):
+    """The loaders' common end: integrity drops, normalising, sorting, cleaning, summary.
+
+    ``raw`` holds raw Deribit columns (``attrs``: ``source``, ``source_row``, ``truncated``);
+    ``optional`` goes to ``check_integrity``; ``skipped`` (rows in the chain's columns with a
+    ``reason``, e.g. the futures of an API response) counts among the rows read and dropped.
+    """
     truncated = raw.attrs.get("truncated", [])
-    sound, bad = check_integrity(raw)
+    sound, bad = check_integrity(raw, optional=optional)
     early = _dropped_view(bad, truncated)
-    n_rows = len(raw) + len(truncated)
+    if skipped is not None and len(skipped):
+        early = skipped if early.empty else pd.concat([skipped, early], ignore_index=True)
+    n_rows = len(raw) + len(truncated) + (0 if skipped is None else len(skipped))
     chain = normalise_deribit(sound)
     chain = chain.sort_values(["snapshot", "expiry", "strike", "is_call"], kind="stable")
     chain = chain.reset_index(drop=True)
@@ -925,6 +968,25 @@ def _snapshot_time(p: Path, snapshot):
     return when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
 
 
+def _choose_stamp(p, currency: str, stamps: pd.Series, choice):
+    """The snapshot time ``choice`` (``_snapshot_time``'s result) picks among ``stamps``
+    (sorted, unique, non-empty)."""
+    stamps = pd.Series(stamps).reset_index(drop=True)
+    if isinstance(choice, str):
+        return stamps.iloc[0 if choice == "first" else -1]
+    if isinstance(choice, int):
+        if not -len(stamps) <= choice < len(stamps):
+            raise ValueError(f"{p}: snapshot index {choice} out of range ({-len(stamps)}.."
+                             f"{len(stamps) - 1}: the file has {len(stamps)} {currency} "
+                             f"snapshot{'' if len(stamps) == 1 else 's'})")
+        return stamps.iloc[choice]
+    earlier = stamps[stamps <= choice]
+    if earlier.empty:
+        raise ValueError(f"{p}: no {currency} snapshot at or before {choice} (first is "
+                         f"{stamps.iloc[0]})")
+    return earlier.iloc[-1]
+
+
 def _pick_snapshot(p: Path, currency: str, snapshot):
     if snapshot is None or (isinstance(snapshot, str) and snapshot.endswith(".csv")):
         return snapshot
@@ -933,20 +995,7 @@ def _pick_snapshot(p: Path, currency: str, snapshot):
     if keys.empty:
         raise ValueError(f"{p}: no {currency} snapshots")
     stamps = pd.Series(np.sort(keys["snapshot"].unique()))
-    if isinstance(choice, str):
-        ts = stamps.iloc[0 if choice == "first" else -1]
-    elif isinstance(choice, int):
-        if not -len(stamps) <= choice < len(stamps):
-            raise ValueError(f"{p}: snapshot index {choice} out of range ({-len(stamps)}.."
-                             f"{len(stamps) - 1}: the file has {len(stamps)} {currency} "
-                             f"snapshot{'' if len(stamps) == 1 else 's'})")
-        ts = stamps.iloc[choice]
-    else:
-        earlier = stamps[stamps <= choice]
-        if earlier.empty:
-            raise ValueError(f"{p}: no {currency} snapshot at or before {choice} (first is "
-                             f"{stamps.iloc[0]})")
-        ts = earlier.iloc[-1]
+    ts = _choose_stamp(p, currency, stamps, choice)
     # the raw timestamp string of that snapshot
     at = np.flatnonzero((keys["snapshot"] == ts).to_numpy())[0]
     return str(keys["timestamp"].iloc[int(at)])
