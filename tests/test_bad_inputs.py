@@ -14,11 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 LOADER_KINDS = ("chains", "books", "models", "scenarios")
 
 
-def _load(kind: str, path: Path, args: dict):
+def _load(kind: str, path: Path, args: dict, loader: str | None = None):
     if kind == "chains":
-        from qmr_jax.data import load_deribit
+        from qmr_jax import data
 
-        return load_deribit(path, return_dropped=True, **args)
+        load = data.load_chain if loader == "load_chain" else data.load_deribit
+        return load(path, return_dropped=True, **args)
     if kind == "books":
         from qmr_jax.book import load_book
 
@@ -69,9 +70,12 @@ def _file_cases():
 @pytest.mark.parametrize(("kind", "path", "spec"), list(_file_cases()))
 def test_bad_file(kind, path, spec):
     args = spec.get("args", {})
+    loader = spec.get("loader")
+    assert loader in (None, "load_chain") and (loader is None or kind == "chains"), (
+        f"{path}: unknown loader {loader!r} (chains may name 'load_chain')")
     if "dropped" in spec:
         assert kind == "chains", f"{path}: only chains may be cleaned instead of refused"
-        chain, dropped = _load(kind, path, args)
+        chain, dropped = _load(kind, path, args, loader)
         reasons = set(dropped["reason"])
         for reason in spec["dropped"]:
             assert any(reason in r for r in reasons), (
@@ -80,7 +84,7 @@ def test_bad_file(kind, path, spec):
         assert np.isfinite(numeric.to_numpy(dtype=float)).all(), f"{path}: NaN kept"
         return
     with pytest.raises(ValueError) as info:
-        _load(kind, path, args)
+        _load(kind, path, args, loader)
     message = str(info.value)
     assert path.name in message, f"the message does not name the file: {message}"
     for part in spec["expect"]:

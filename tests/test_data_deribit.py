@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import tomllib
 from pathlib import Path
 
@@ -257,6 +258,7 @@ def write_chain_corpus(folder: Path) -> list[str]:
     lots.loc[3, "open_interest"] = "lots"
     files["lots_open_interest.parquet"] = lots
     files["duplicate_rows.parquet"] = pd.concat([frame, frame.iloc[:7]], ignore_index=True)
+    _user_chain_corpus(files, header, rows)
     for name, content in files.items():
         path = folder / name
         if isinstance(content, pd.DataFrame):
@@ -266,6 +268,104 @@ def write_chain_corpus(folder: Path) -> list[str]:
         else:
             path.write_text(content, encoding="utf-8")
     return sorted(files)
+
+
+SIMPLE_HEADER = ["currency", "snapshot", "expiry", "strike", "type", "bid", "ask", "mark_iv",
+                 "forward", "spot", "open_interest", "volume"]
+
+
+def simple_rows(header, rows) -> list[list[str]]:
+    """Raw Deribit rows in the simple schema (``SIMPLE_HEADER``): USD prices to the cent
+    (coin x forward), the mark vol in percent; row ``i`` is line ``i + 2`` again."""
+    col = {name: j for j, name in enumerate(header)}
+
+    def usd(r, c):
+        return "" if not r[col[c]] else f"{float(r[col[c]]) * float(r[col['underlying']]):.2f}"
+
+    return [[r[col["currency"]], r[col["timestamp"]], r[col["expiry_datetime"]][:10],
+             r[col["strike"]], "C" if r[col["option_type"]] == "call" else "P",
+             usd(r, "bid_price"), usd(r, "ask_price"),
+             f"{100 * float(r[col['implied_volatility']]):.2f}", r[col["underlying"]],
+             r[col["index_price"]], r[col["open_interest"]], r[col["volume"]]] for r in rows]
+
+
+def api_elements(header, rows) -> list[dict]:
+    """Raw Deribit rows as ``get_book_summary_by_currency`` elements (prices in coin, mark vol
+    in percent, the snapshot time in whole milliseconds)."""
+    col = {name: j for j, name in enumerate(header)}
+    out = []
+    for r in rows:
+        stamp = pd.Timestamp(r[col["timestamp"]])
+        num = lambda c: None if not r[col[c]] else float(r[col[c]])  # noqa: E731
+        out.append({
+            "instrument_name": r[col["instrument_name"]], "base_currency": r[col["currency"]],
+            "quote_currency": r[col["currency"]], "bid_price": num("bid_price"),
+            "ask_price": num("ask_price"), "mark_price": num("mark_price"),
+            "mark_iv": round(100 * float(r[col["implied_volatility"]]), 2),
+            "underlying_price": num("underlying"),
+            "underlying_index": r[col["underlying_name"]],
+            "estimated_delivery_price": num("index_price"),
+            "open_interest": num("open_interest"), "volume": num("volume"),
+            "creation_timestamp": int(stamp.value // 1_000_000), "interest_rate": 0.0,
+        })
+    return out
+
+
+def _user_chain_corpus(files: dict, header, rows) -> None:
+    """The user formats of ``load_chain`` (simple CSV, Deribit API JSON), cut from the same
+    seven BTC rows, each wrong in one way (see expect.toml)."""
+    btc = rows[:7]
+    simple = simple_rows(header, btc)
+    scol = {name: j for j, name in enumerate(SIMPLE_HEADER)}
+
+    def simple_file(name, edits=None, *, drop=(), add=None):
+        out = [list(r) for r in simple]
+        for (i, c), text in (edits or {}).items():
+            out[i][scol[c]] = text
+        keep = [j for j, c in enumerate(SIMPLE_HEADER) if c not in drop]
+        head = [SIMPLE_HEADER[j] for j in keep]
+        body = [[r[j] for j in keep] for r in out]
+        if add is not None:
+            head = [*head, add[0]]
+            body = [[*r, add[1]] for r in body]
+        files[name] = _csv_text(head, body)
+
+    simple_file("simple_missing_column.csv", drop=("type",))
+    simple_file("simple_unknown_column.csv", add=("delta", "0.25"))
+    simple_file("simple_crossed_quote.csv", {(5, "bid"): "1600.00"})              # line 7
+    simple_file("simple_nan_strike.csv", {(2, "strike"): "NaN"})                  # line 4
+    simple_file("simple_no_snapshot.csv", drop=("snapshot",))
+    simple_file("simple_iv_decimal.csv", {(1, "mark_iv"): "0.6018"})              # line 3
+    simple_file("simple_bad_expiry.csv", {(3, "expiry"): "next friday"})          # line 5
+    simple_file("simple_bad_type.csv", {(4, "type"): "Put"})                      # line 6
+    elements = api_elements(header, btc)
+
+    def api_file(name, edit=None, *, envelope=True, text=None):
+        els = [dict(e) for e in elements]
+        if edit is not None:
+            edit(els)
+        data = {"jsonrpc": "2.0", "id": 9344, "result": els} if envelope else els
+        files[name] = text if text is not None else json.dumps(data, indent=1) + "\n"
+
+    def set_field(i, field, value):
+        return lambda els: els[i].__setitem__(field, value)
+
+    api_file("api_bad_instrument.json", set_field(2, "instrument_name", "BTC-31APR26-72000-C"))
+    api_file("api_timestamp_seconds.json",
+             set_field(0, "creation_timestamp", elements[0]["creation_timestamp"] // 1000))
+    api_file("api_unknown_field.json", set_field(3, "gamma", 0.0001))
+    api_file("api_mark_iv_decimal.json", set_field(1, "mark_iv", 0.6018), envelope=False)
+    api_file("api_crossed_quote.json", set_field(5, "bid_price", 0.0226))
+    whole = json.dumps({"jsonrpc": "2.0", "id": 9344, "result": elements}, indent=1)
+    api_file("api_malformed.json", text=whole[:whole.index('"mark_price"', 2000)])
+
+    def with_future(els):
+        els.append({"instrument_name": "BTC-10APR26", "base_currency": "BTC",
+                    "quote_currency": "USD", "bid_price": 68665.0, "ask_price": 68667.5,
+                    "mark_price": 68668.65, "estimated_delivery_price": 68573.82,
+                    "open_interest": 48_200_000.0, "volume": 812.4, "volume_usd": 55_781_000.0,
+                    "creation_timestamp": elements[0]["creation_timestamp"]})
+    api_file("api_with_future.json", with_future)
 
 
 def test_chain_corpus_is_written_by_its_script(tmp_path):
