@@ -54,7 +54,7 @@ SIMPLE_COLUMNS = {
     "spot": "spot index, USD (default: the forward of the snapshot's nearest expiry)",
     "mark": "mark price in price_unit (optional; default: priced from mark_iv, else the mid)",
     "bid_iv": "implied vol of the bid in percent, 55.3 for 55.3% (optional; prices an empty "
-              "bid, else must agree with it)",
+              "bid, else must roughly agree with it: IV_AGREEMENT)",
     "ask_iv": "implied vol of the ask in percent (optional; as bid_iv)",
     "mark_iv": "quoted mark vol in percent (optional; kept as deribit_mark_iv; prices an "
                "empty mark, else must agree with it)",
@@ -81,9 +81,13 @@ IV_PERCENT_RANGE = (1.0, 1000.0)
 """Accepted quoted vols, percent. A value in (0, 1) is refused as ambiguous (a decimal 0.55
 written where 55 is meant); vols are in percent as Deribit quotes them."""
 
-IV_AGREEMENT = (0.5, 1.0)
-"""``(vol points, ticks)``: a quoted vol and a price given for the same quote must price within
-half a vol point (times vega) plus one price tick (1e-4 coin) of each other."""
+IV_AGREEMENT = (5.0, 10.0, 0.05)
+"""``(vol points, ticks, fraction)``: a vol and a price given for the same quote must agree,
+the vol's Black-76 price within ``5 vol points x vega + 10 ticks (1e-4 coin) + 5%`` of the
+price. A loose check, for gross mistakes (a vol of another quote, on another forward): the
+price is what is used. Deribit's own marks and mark vols differ by up to 50 ticks for deep
+in-the-money puts and by a few percent for expiries hours away (quotes are gathered over
+minutes); all 970,000 quotes of the shared data pass with a margin of 10 ticks."""
 
 DERIBIT_API_FIELDS = {
     "instrument_name": "e.g. BTC-26JUN26-70000-C: coin, expiry (08:00 UTC), strike, call/put",
@@ -375,13 +379,14 @@ def _load_simple(p: Path, *, currency, snapshot, clean, rules, return_dropped, a
         raise ValueError(f"{p}: unknown column(s) {', '.join(map(repr, unknown))}; the simple "
                          f"chain schema has {', '.join(SIMPLE_COLUMNS)} (see "
                          "scenarios/chains/README.md)")
-    missing = [c for c in ("expiry", "strike", "type") if c not in names]
-    missing += [c for c in ("bid", "ask") if c not in names and f"{c}_iv" not in names]
+    missing = [repr(c) for c in ("expiry", "strike", "type") if c not in names]
+    missing += [f"{c!r} (or {c}_iv)" for c in ("bid", "ask")
+                if c not in names and f"{c}_iv" not in names]
     if "forward" not in names and "spot" not in names:
-        missing.append("forward' or 'spot")
+        missing.append("'forward' or 'spot'")
     if missing:
-        raise ValueError(f"{p}: missing column(s) {', '.join(map(repr, missing))} (the simple "
-                         f"chain schema needs {', '.join(SIMPLE_REQUIRED)})")
+        raise ValueError(f"{p}: missing column(s) {', '.join(missing)} (the simple chain "
+                         f"schema needs {', '.join(SIMPLE_REQUIRED)})")
     truncated = t.attrs.get("truncated", [])
     if t.empty and not truncated:
         raise ValueError(f"{p}: no data rows, only the header")
@@ -447,16 +452,16 @@ def _load_simple(p: Path, *, currency, snapshot, clean, rules, return_dropped, a
     prices = {c: t[c].to_numpy(np.float64) if c in names else np.full(len(t), np.nan)
               for c in ("bid", "ask", "mark")}
     _check_unit(t, p, prices, forward, price_unit)
-    to_usd = 1.0 if price_unit == "usd" else forward  # Deribit: USD = coin x forward
-    usd = {c: v * to_usd for c, v in prices.items()}
+    # coin per contract, as Deribit quotes (USD = coin x forward)
+    coin = {c: v if price_unit == "coin" else v / forward for c, v in prices.items()}
     for side in ("bid", "ask", "mark"):
         iv = vols.get(f"{side}_iv")
         if iv is not None:
-            usd[side] = _with_vols(t, p, side, usd[side], iv, forward, strike, years, is_call,
-                                   price_unit)
+            coin[side] = _with_vols(t, p, side, coin[side], iv, forward, strike, years,
+                                    is_call, price_unit)
     if "mark" not in names:  # no mark price: the mark vol's price, else the mid
-        mid = 0.5 * (usd["bid"] + usd["ask"])
-        usd["mark"] = np.where(np.isfinite(usd["mark"]), usd["mark"], mid)
+        mid = 0.5 * (coin["bid"] + coin["ask"])
+        coin["mark"] = np.where(np.isfinite(coin["mark"]), coin["mark"], mid)
 
     raw = pd.DataFrame({
         "timestamp": snap.map(pd.Timestamp.isoformat).to_numpy(object),
@@ -465,9 +470,9 @@ def _load_simple(p: Path, *, currency, snapshot, clean, rules, return_dropped, a
         "option_type": np.where(is_call, "call", "put").astype(object),
         "strike": strike,
         "expiry_datetime": expiry.map(pd.Timestamp.isoformat).to_numpy(object),
-        "bid_price": usd["bid"] / forward,
-        "ask_price": usd["ask"] / forward,
-        "mark_price": usd["mark"] / forward,
+        "bid_price": coin["bid"],
+        "ask_price": coin["ask"],
+        "mark_price": coin["mark"],
         "implied_volatility": vols.get("mark_iv", np.full(len(t), np.nan)),
         "open_interest": (t["open_interest"].to_numpy(np.float64) if "open_interest" in names
                           else np.nan),
@@ -557,34 +562,35 @@ def _check_unit(t, source, prices, forward, price_unit):
                          "price_unit='usd'")
 
 
-def _with_vols(t, source, side, usd, iv, forward, strike, years, is_call, price_unit):
-    """USD prices of one side: an empty price priced from its vol (Black-76 on the forward);
+def _with_vols(t, source, side, coin, iv, forward, strike, years, is_call, price_unit):
+    """Coin prices of one side: an empty price priced from its vol (Black-76 on the forward);
     a price and a vol given together must agree (``IV_AGREEMENT``)."""
     from ..pricing.black import black_price
 
     live = np.isfinite(iv) & (years > 0)
     if not live.any():
-        return usd
+        return coin
     idx = np.flatnonzero(live)
     f, k, tt, s = forward[idx], strike[idx], years[idx], iv[idx]
     with jax.enable_x64(True):
         model = np.asarray(black_price(f, k, tt, s, is_call[idx]), np.float64)
-    out = usd.copy()
-    empty = ~np.isfinite(usd[idx])
-    out[idx[empty]] = model[empty]
+    usd = coin * forward
+    out = coin.copy()
+    empty = ~np.isfinite(coin[idx])
+    out[idx[empty]] = model[empty] / f[empty]
     both = ~empty
     if both.any():
         sd = s * np.sqrt(tt)
         d1 = (np.log(f / k) + 0.5 * sd * sd) / sd
         vega = f * np.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi) * np.sqrt(tt)
-        vol_pts, ticks = IV_AGREEMENT
-        tol = vol_pts / 100.0 * vega + ticks * 1e-4 * f
+        vol_pts, ticks, fraction = IV_AGREEMENT
+        tol = vol_pts / 100.0 * vega + ticks * 1e-4 * f + fraction * np.abs(usd[idx])
         off = both & (np.abs(model - usd[idx]) > tol)
         if off.any():
             j = int(np.flatnonzero(off)[0])
             i = int(idx[j])
             unit = "USD" if price_unit == "usd" else "coin"
-            price = usd[i] if price_unit == "usd" else usd[i] / forward[i]
+            price = usd[i] if price_unit == "usd" else coin[i]
             at_vol = model[j] if price_unit == "usd" else model[j] / forward[i]
             raise ValueError(
                 f"{source}: {_d._where(t, i)}: field '{side}_iv' {100 * iv[i]:g} disagrees "
