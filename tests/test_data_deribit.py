@@ -296,7 +296,10 @@ def api_elements(header, rows) -> list[dict]:
     out = []
     for r in rows:
         stamp = pd.Timestamp(r[col["timestamp"]])
-        num = lambda c: None if not r[col[c]] else float(r[col[c]])  # noqa: E731
+
+        def num(c, r=r):
+            return None if not r[col[c]] else float(r[col[c]])
+
         out.append({
             "instrument_name": r[col["instrument_name"]], "base_currency": r[col["currency"]],
             "quote_currency": r[col["currency"]], "bid_price": num("bid_price"),
