@@ -8,9 +8,9 @@ named stress scenarios, the demo):
   meanwhile (``item_lines``, ``log``) print above it;
 * elsewhere (a pipe, a CI log, a file, a notebook, the tests): plain lines, at most one every
   ``interval`` seconds (``PLAIN_INTERVAL``) as the count advances, one at the start and one at
-  the end, and, while one item runs longer than ``interval``, a line every ``interval``
-  seconds naming it (a background heartbeat): a command is never silent for more than a few
-  seconds, and its log stays readable;
+  the end, and, whenever nothing was written for ``interval`` seconds, the status line with
+  the item running and for how long (a background heartbeat): a command is never silent for
+  more than a few seconds, and its log stays readable;
 * ``stream=None``: silent (the counts are still kept).
 
 A plain line reads ``sweep: 120/234 scenarios (51%), 13.4 scenarios/s, elapsed 9 s, ETA 9 s``
@@ -19,6 +19,10 @@ finished item also gets ``stress [3/12] crash: ok in 2.3 s (elapsed 10 s, ETA 30
 
 The rate and the ETA count only the work done by this run (resumed items are excluded): the
 ETA is the items left over the mean rate so far.
+
+``activity(text)`` covers a step of unknown length (a compilation) the same way: a spinner
+with the elapsed time on a terminal; elsewhere a line at its start, one every ``interval``
+seconds while it runs and one with its time at the end.
 
 ``print_table(rows, columns)`` prints a table: a ``rich`` table on a terminal (numbers
 right-aligned, negative numbers in red), else the plain fixed-width text of
