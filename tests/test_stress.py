@@ -266,21 +266,33 @@ def test_qmr_stress_and_sweep_commands(tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     book = root / "scenarios" / "books" / "btc_stress.toml"
     model = root / "scenarios" / "models" / "btc_heston.toml"
-    rc = main(["stress", str(book), "crash-20-vol-spike", "jump-regime", "--model", str(model),
-               "--out", str(tmp_path / "st")])
+    rc = main(["stress", "--book", str(book), "crash-20-vol-spike", "jump-regime", "--model",
+               str(model), "--out", str(tmp_path / "st")])
     out = capsys.readouterr().out
     assert rc == 0  # jump-regime scales lam: not a Heston parameter, so not applicable
     assert "crash-20-vol-spike" in out and "jump-regime.toml" in out and "not a parameter" in out
-    assert (tmp_path / "st" / "stress.html").exists()
+    assert (tmp_path / "st" / "report.html").exists()
     table = pd.read_csv(tmp_path / "st" / "stress.csv").set_index("name")
     assert table.loc["crash-20-vol-spike", "status"] == "ok"
     assert table.loc["jump-regime", "status"].startswith("n/a: ")
-    rc = main(["sweep", str(book), "--model", str(model), "--dim", "spot=-0.2:0.2:3",
-               "--dim", "vol=0,0.1", "--paths", "0", "--out", str(tmp_path / "sw")])
+    # --json: stdout is one JSON document holding the same rows; the messages go to stderr
+    rc = main(["stress", "--book", str(book), "crash-20-vol-spike", "--model", str(model),
+               "--out", str(tmp_path / "st2"), "--json", "--levels", "95,99"])
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert rc == 0 and "crash-20-vol-spike" in cap.err and doc["levels"] == [0.95, 0.99]
+    (row,) = doc["scenarios"]
+    assert row["name"] == "crash-20-vol-spike"
+    assert row["pnl_usd"] == pytest.approx(table.loc["crash-20-vol-spike", "pnl_usd"], rel=1e-12)
+    rc = main(["sweep", "--book", str(book), "--model", str(model), "--dim", "spot=-0.2:0.2:3",
+               "--dim", "vol=0,0.1", "--paths", "0", "--out", str(tmp_path / "sw"), "--json"])
     assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
     res = load_sweep(tmp_path / "sw")
     assert len(res.table) == 6 and (tmp_path / "sw" / "report.html").exists()
-    assert main(["sweep", str(book), "--model", str(model), "--dim", "spot=a,b"]) == 2
+    assert doc["scenarios"] == 6 and len(doc["worst"]) == 5
+    assert doc["worst"][0]["pnl_usd"] == pytest.approx(res.table["pnl_usd"].min(), rel=1e-12)
+    assert main(["sweep", "--book", str(book), "--model", str(model), "--dim", "spot=a,b"]) == 2
 
 
 def test_replays_and_not_applicable_scenarios_through_stress(engine, data_dir):
@@ -303,6 +315,10 @@ def test_replays_and_not_applicable_scenarios_through_stress(engine, data_dir):
         assert rep["pnl_usd"].iloc[i] == pytest.approx(ref, rel=1e-12, abs=1e-6)
     assert run.table.loc["replay-ftx-2022-11", "pnl_usd"] == pytest.approx(
         rep["pnl_usd"].iloc[-1], rel=1e-15)
+    # the worst P&L is over the closes after the anchor (day 0: the unshocked book)
+    later = rep["pnl_usd"].iloc[1:]
+    assert run.table.loc["replay-ftx-2022-11", "worst"] == later.min()
+    assert run.table.loc["replay-ftx-2022-11", "worst_at"] == str(later.idxmin().date())
 
 
 def test_path_scenarios_carry_the_historical_comparison(engine, data_dir):
@@ -488,3 +504,67 @@ def test_resume_recomputes_parts_that_do_not_match_the_manifest(small, tmp_path)
         "no checksum in the manifest (written before a kill, or not by this sweep)"]
     assert third.resumed_scenarios == len(design) - 4
     pd.testing.assert_frame_equal(third.table, ref.table)
+
+
+# ------------------------------------------------------------------------------------------
+# progress and the worst P&L of a replay
+
+
+def test_stress_and_sweep_report_progress(small, tmp_path):
+    import io
+
+    from qmr_jax.stress.run import stress
+
+    scen = [Scenario(name="crash", shock=Shock(spot=-0.3)), Scenario(name="calm")]
+    out, calls = io.StringIO(), []
+    stress(small.book, small.model, small.market, scen, key=jax.random.key(0), engine=small,
+           progress=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "stress: 2 scenarios to run"
+    assert lines[1].startswith("stress [1/2] crash: ok in ") and "ETA" in lines[1]
+    assert lines[2].startswith("stress [2/2] calm: ok in ") and lines[2].endswith("ETA 0.0 s)")
+    # a function still gets (i, n, name) before each scenario
+    stress(small.book, small.model, small.market, scen, key=jax.random.key(0), engine=small,
+           progress=lambda i, n, name: calls.append((i, n, name)))
+    assert calls == [(0, 2, "crash"), (1, 2, "calm")]
+    # sweeps: counts of scenarios; a resumed run shows what it found done
+    design = SweepDesign.grid(spot=[-0.2, -0.1, 0.0, 0.1])
+    kw = dict(key=jax.random.key(0), n_paths=0, chunk=2, out=tmp_path / "sw")
+    out = io.StringIO()
+    sweep(small, design, progress=out, **kw)
+    lines = out.getvalue().splitlines()
+    assert "sweep: 4 scenarios to run" in lines
+    assert lines[-1].startswith("sweep: 4/4 scenarios (100%), ") and "ETA 0.0 s" in lines[-1]
+    out = io.StringIO()
+    again = sweep(small, design, progress=out, **kw)
+    assert again.resumed_scenarios == 4
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "sweep: 0 of 4 scenarios to run (4 resumed)"
+    assert lines[-1].startswith("sweep: 4/4 scenarios (100%), 4 resumed, ")
+
+
+def test_the_worst_of_a_replay_leaves_out_its_anchor(monkeypatch):
+    from qmr_jax.stress import run as run_mod
+    from qmr_jax.stress.shocks import stack_shocks
+
+    assert run_mod.replay_worst([0.0, 5.0, 3.0, 7.0]) == 2  # not the anchor's 0
+    assert run_mod.replay_worst([0.0, -1.0, 2.0]) == 1
+    assert run_mod.replay_worst([0.0]) == 0
+    # a long-spot book gains on every close of a rising path: the anchor (P&L 0, today's
+    # book) is lower than all of them, and must not be reported as the worst
+    eng = StressEngine(Book("long", "BTC", (Position.spot(2.0),)), MODEL, MARKET)
+    when = pd.date_range("2024-03-01", periods=4, freq="D", tz="UTC")
+    moves = np.array([0.0, 0.03, 0.01, 0.05])
+    path = pd.DataFrame({"t_years": np.arange(4) / 365.0, "cum_return": moves}, index=when)
+    path.attrs.update(start="2024-03-01", end="2024-03-04", vol_end=0.0)
+    shocks = stack_shocks([Shock(spot=float(m), horizon=float(t))
+                           for m, t in zip(moves, path["t_years"], strict=True)])
+    monkeypatch.setattr(run_mod, "replay_shocks", lambda s, cur, data_dir=None: (path, shocks))
+    scen = Scenario(name="rally", kind="historical", historical={"start": "2024-03-01"})
+    run = run_mod.stress(eng.book, eng.model, eng.market, [scen], key=jax.random.key(0),
+                         engine=eng)
+    row = run.table.loc["rally"]
+    assert row["status"] == "ok"
+    assert row["worst"] == pytest.approx(2.0 * SPOT * 0.01, rel=1e-9)  # the +1% close
+    assert row["worst_at"] == "2024-03-03"
+    assert row["pnl_usd"] == pytest.approx(2.0 * SPOT * 0.05, rel=1e-9)

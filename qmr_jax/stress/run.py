@@ -14,6 +14,11 @@ Each scenario is revalued by its kind:
   ``window_days`` before the episode to the episode itself); the P&L at every close, the
   final one and the worst.
 
+The ``worst`` column is the lowest total P&L of a scenario: over the paths of a path
+scenario, and over the closes of a historical replay after its anchor (the anchor is today's
+book unshocked, P&L 0 by construction, so it is left out; ``worst_at`` is the close where
+the lowest P&L occurs). Instantaneous scenarios have no ``worst``.
+
 Every row's status is ``"ok"`` only when all its numbers are finite and within the engine's
 ``pnl_limit``; otherwise it is ``"error: ..."`` with the reason, and its numbers are left out.
 Shocked parameters clamped into the model's domain (``shocks.shock_model``) are listed in
@@ -32,10 +37,12 @@ import jax
 import numpy as np
 import pandas as pd
 
+from .. import progress as _progress
 from . import risk
 from .revalue import StressEngine
 from .scenarios import Scenario
 from .shocks import NotApplicable, Shock, describe, domain_notes, stack_shocks
+from .sweeps import engine_gross_usd
 
 DEFAULT_LEVELS = (0.95, 0.99, 0.999)
 
@@ -44,7 +51,8 @@ DEFAULT_LEVELS = (0.95, 0.99, 0.999)
 class StressRun:
     """Results of ``stress``: ``table`` (one row per scenario), ``positions`` (scenario x
     position USD P&L), ``replays`` (per historical scenario, the P&L at every close) and
-    ``meta`` (book, model, market, key)."""
+    ``meta`` (book, currency, model, market, ``base_value_usd``, ``gross_usd`` (the book's
+    gross exposure, ``sweeps.engine_gross_usd``), key, levels)."""
 
     table: pd.DataFrame
     positions: pd.DataFrame
@@ -186,7 +194,11 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
         (``"error: ..."``; a scenario the model cannot express, e.g. a jump-intensity shock
         under Heston, is ``"n/a: ..."``, see ``NotApplicable``) and
         goes on; ``"raise"`` stops.
-      progress: a callable ``progress(i, n, name)`` called before each scenario.
+      progress: ``True`` (stderr) or a text stream: a progress display
+        (``qmr_jax.progress.Progress``): a bar on a terminal, and a line per scenario with
+        its status, its time, the total elapsed time and the ETA; ``None`` (default) or
+        ``False``: none; any other callable is called as ``progress(i, n, name)`` before
+        each scenario.
       historical: for each path scenario, also the historical-simulation VaR/ES at its
         horizon (``historical_comparison`` on the daily returns of the book's currency,
         ``HISTORICAL_WINDOW_DAYS``) as ``hist_var*``/``hist_es*`` columns, when the spot
@@ -199,13 +211,54 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
         raise ValueError(f"on_error must be 'record' or 'raise'; got {on_error!r}")
     if engine is None:
         mk = mc_key if mc_key is not None else jax.random.fold_in(key, 2**31 - 1)
-        engine = StressEngine(book, model, market, key=mk if book.has_mc else None)
+        shown = progress is True or hasattr(progress, "write")
+        with _progress.activity(f"stress: valuing the book ({len(book)} positions)",
+                                progress if shown else None):
+            engine = StressEngine(book, model, market, key=mk if book.has_mc else None)
+    scenarios = list(scenarios)
+    bar = _progress.progress_for(progress, len(scenarios), "stress", unit="scenario",
+                                 item_lines=True)
+    call = progress if bar is None and callable(progress) else None
+    try:
+        rows, pos_rows, replays = _run(book, engine, scenarios, key=key, n_paths=n_paths,
+                                       levels=levels, data_dir=data_dir, on_error=on_error,
+                                       historical=historical, bar=bar, call=call)
+    finally:
+        if bar is not None:
+            bar.close()
+    table = pd.DataFrame(rows).set_index("scenario")
+    positions = pd.DataFrame.from_dict(pos_rows, orient="index", columns=engine.labels)
+    positions.index.name = "scenario"
+    key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    meta = {"book": book.name, "currency": book.currency,
+            "model": {"type": type(engine.model).__name__,
+                      **{k: float(v) for k, v in engine.model._asdict().items()}},
+            "market": {k: float(v) for k, v in engine.market._asdict().items()},
+            "base_value_usd": float(np.sum(engine.base_values)),
+            "gross_usd": engine_gross_usd(engine), "key": key_data,
+            "levels": list(levels)}
+    return StressRun(table, positions, replays, meta)
+
+
+def replay_worst(totals) -> int:
+    """The index of the worst (lowest) total P&L of a replay, its anchor (index 0: today's
+    book unshocked) left out; 0 only when the replay has no later close."""
+    totals = np.asarray(totals, np.float64)
+    if totals.size <= 1:
+        return 0
+    return 1 + int(np.argmin(totals[1:]))
+
+
+def _run(book, engine, scenarios, *, key, n_paths, levels, data_dir, on_error, historical,
+         bar, call):
+    """The scenario loop of ``stress``: ``(rows, position rows, replays)``."""
     rows, pos_rows, replays = [], {}, {}
     returns_cache = None
-    scenarios = list(scenarios)
     for i, s in enumerate(scenarios):
-        if progress is not None:
-            progress(i, len(scenarios), s.name)
+        if call is not None:
+            call(i, len(scenarios), s.name)
+        if bar is not None:
+            bar.start(s.name)
         row = {"scenario": s.name, "kind": s.kind, "description": s.description,
                "source": s.source, "dates": s.dates, "status": "ok"}
         try:
@@ -269,7 +322,7 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                                   pnl_coin=np.asarray(res.pnl_coin).sum(axis=1),
                                   spot_replayed=np.asarray(res.spot))
                 replays[s.name] = rep
-                w = int(np.argmin(totals))
+                w = replay_worst(totals)
                 row.update(shock=(f"replay {path.attrs['start']}..{path.attrs['end']}: spot "
                                   f"{path['cum_return'].iloc[-1]:+.1%}, vol "
                                   f"{100 * path.attrs['vol_end']:+.1f} vp"),
@@ -277,7 +330,7 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                            spot_after=float(res.spot[-1]), pnl_usd=float(totals[-1]),
                            pnl_coin=float(rep["pnl_coin"].iloc[-1]),
                            cost=float(np.asarray(res.cost)[-1].sum()),
-                           worst=float(totals[w]), worst_at=str(path.index[w]))
+                           worst=float(totals[w]), worst_at=_when(path.index[w]))
                 pos_rows[s.name] = np.asarray(res.pnl_usd)[-1]
             why = _unusable(row, pos_rows.get(s.name), engine.pnl_limit)
             if why is not None:
@@ -296,18 +349,18 @@ def stress(book, model, market, scenarios, *, key, n_paths: int | None = None,
                 raise
             row["status"] = f"error: {exc}"
         rows.append(row)
-    table = pd.DataFrame(rows).set_index("scenario")
-    positions = pd.DataFrame.from_dict(pos_rows, orient="index", columns=engine.labels)
-    positions.index.name = "scenario"
-    key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
-    meta = {"book": book.name, "currency": book.currency,
-            "model": {"type": type(engine.model).__name__,
-                      **{k: float(v) for k, v in engine.model._asdict().items()}},
-            "market": {k: float(v) for k, v in engine.market._asdict().items()},
-            "base_value_usd": float(np.sum(engine.base_values)), "key": key_data,
-            "levels": list(levels)}
-    return StressRun(table, positions, replays, meta)
+        if bar is not None:
+            bar.advance(item=s.name, status=str(row["status"]).split(":")[0])
+    return rows, pos_rows, replays
+
+
+def _when(t) -> str:
+    """A close time as text: ``2022-11-09`` at midnight UTC, else ``2022-11-09 08:00``."""
+    ts = pd.Timestamp(t)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC")
+    return str(ts.date()) if ts == ts.normalize() else ts.strftime("%Y-%m-%d %H:%M")
 
 
 __all__ = ["stress", "StressRun", "replay_shocks", "scenario_key", "historical_comparison",
-           "HISTORICAL_WINDOW_DAYS", "Shock"]
+           "HISTORICAL_WINDOW_DAYS", "Shock", "replay_worst"]

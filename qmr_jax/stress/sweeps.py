@@ -29,6 +29,10 @@ folder holding a different sweep is refused. The manifest records the SHA-256 of
 edited, truncated or empty file) is not trusted: it is computed again, and listed in
 ``SweepResult.recomputed`` and on the progress stream.
 
+Progress (``progress=``, stderr by default; ``qmr_jax.progress``): the compilation of the
+chunk function as it runs, then a bar with the scenarios done (resumed ones included and
+shown), the rate and the ETA on a terminal, or a plain line every few seconds in a log.
+
 Domain and overflow: shocked parameters are clamped into the model's shock domain
 (``shocks.shock_model``), and the ``clamped`` column says where (empty elsewhere); a scenario
 whose results are non-finite or absurd (beyond ``StressEngine.pnl_limit``) stops the sweep
@@ -55,6 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from .. import progress as _progress
+from ..progress import Progress
 from . import risk
 from .revalue import DEFAULT_GRID, StressEngine
 from .shocks import NUMERIC_FIELDS, Shock, check_shock, domain_notes
@@ -222,52 +228,6 @@ def prepare_out(out) -> Path:
 
 
 # ------------------------------------------------------------------------------------------
-# progress
-
-
-class Progress:
-    """A one-line progress bar with rate and ETA on ``stream`` (stderr): redrawn in place on
-    a terminal, a line every ~10% otherwise. ``Progress(None)`` is silent."""
-
-    def __init__(self, total: int, stream=sys.stderr, label: str = "sweep", done: int = 0):
-        self.total, self.stream, self.label = total, stream, label
-        self.done0 = self.done = done
-        self.t0 = time.perf_counter()
-        self.tty = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
-        self._last_pct = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.stream is None:
-            return
-        el = time.perf_counter() - self.t0
-        rate = (self.done - self.done0) / el if el > 0 else float("nan")
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        pct = 100.0 * self.done / max(self.total, 1)
-        width = 28
-        fill = int(width * self.done / max(self.total, 1))
-        line = (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                f"({pct:5.1f}%) {rate:,.1f} scen/s ETA {_fmt_s(left)}")
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if self.done >= self.total else ""))
-            self.stream.flush()
-        elif int(pct // 10) > self._last_pct or self.done >= self.total:
-            self._last_pct = int(pct // 10)
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-
-def _fmt_s(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s // 60:.0f}m{s % 60:02.0f}s"
-    return f"{s // 3600:.0f}h{(s % 3600) // 60:02.0f}m"
-
-
-# ------------------------------------------------------------------------------------------
 # the chunk function
 
 
@@ -386,10 +346,12 @@ def chunk_memory(compiled, chunk: int) -> int | None:
 
 def compiled_chunk_fn(engine: StressEngine, shocks: Shock, key, *, chunk: int, n_paths: int,
                       steps: int, crn: bool, levels=DEFAULT_LEVELS, contrib_level: float = 0.99,
-                      revalue="grid", grid=DEFAULT_GRID):
+                      revalue="grid", grid=DEFAULT_GRID, progress=None):
     """The chunk function compiled for ``chunk`` scenarios shaped like ``shocks`` (one
     scenario's worth of leaves), cached on the engine: repeated sweeps of the same shape
-    (resumes, slices, reruns) compile once. Returns ``(compiled, bytes per scenario)``."""
+    (resumes, slices, reruns) compile once. Returns ``(compiled, bytes per scenario)``.
+    ``progress``: a text stream that hears of a compilation while it runs
+    (``qmr_jax.progress.activity``), or ``None``."""
     dtype = engine.dtype
     example = jax.tree_util.tree_map(lambda x: jnp.zeros((chunk,), dtype), shocks)
     treedef = jax.tree_util.tree_structure(example)
@@ -399,7 +361,9 @@ def compiled_chunk_fn(engine: StressEngine, shocks: Shock, key, *, chunk: int, n
     if hit is None:
         fn = make_chunk_fn(engine, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
                            contrib_level=contrib_level, revalue=revalue, grid=grid)
-        compiled = fn.lower(example, jnp.zeros((chunk,), jnp.int32), key).compile()
+        with _progress.activity(f"sweep: compiling the chunk function ({chunk} scenarios "
+                                f"per call)", progress):
+            compiled = fn.lower(example, jnp.zeros((chunk,), jnp.int32), key).compile()
         hit = engine._jit[name] = (compiled, chunk_memory(compiled, chunk))
     return hit
 
@@ -438,6 +402,13 @@ def _manifest(engine, design, *, n_paths, steps, crn, levels, contrib_level, chu
         "grid": list(grid), "key": key_data, "metrics": metrics, "n_scenarios": len(design),
         "n_terms": engine.n_terms, "dtype": str(engine.dtype),
     }
+
+
+def engine_gross_usd(engine: StressEngine) -> float:
+    """The book's gross exposure in USD: the sum of the absolute base values plus the
+    absolute quantities times spot (the scale of ``StressEngine.pnl_limit``)."""
+    return float(np.sum(np.abs(engine.base_values))
+                 + np.sum(np.abs(engine.qty)) * float(engine.market.spot))
 
 
 def _same_sweep(a: dict, b: dict) -> list[str]:
@@ -546,13 +517,18 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
       levels, contrib_level: VaR/ES levels and the ES level of the per-position contributions.
       memory_budget, chunk: scenarios per jitted call (``chunk`` overrides the budget).
       revalue, grid: horizon revaluation method (``StressEngine.path_pnl``).
-      progress: a stream for the progress bar, or ``None``.
+      progress: where the progress goes (``qmr_jax.progress.Progress``): a text stream
+        (default ``sys.stderr``: a bar on a terminal, a plain line every few seconds
+        elsewhere) or ``True`` for stderr; ``None`` or ``False`` for none. Scenarios resumed
+        from earlier parts are counted as done and shown, not counted in the rate.
       start, stop: run only scenarios ``start .. stop - 1`` (in memory; ``out`` must be None).
 
     Returns:
       ``SweepResult``.
     """
     t0 = time.perf_counter()
+    stream = (None if progress is None or progress is False
+              else sys.stderr if progress is True else progress)
     n = len(design)
     all_shocks = check_sweep(design, engine.model, n_paths=n_paths, levels=levels,
                              contrib_level=contrib_level)
@@ -575,19 +551,22 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
         # a first size from the estimate, then XLA's count for the compiled program: shrink
         # (and compile again) if the chunk would exceed the budget
         chunk = plan_chunk(engine, n_paths, memory_budget, n, grid)
-        _, per = compiled_chunk_fn(engine, one, key, chunk=chunk, **compile_kw)
+        _, per = compiled_chunk_fn(engine, one, key, chunk=chunk, progress=stream,
+                                   **compile_kw)
         if per is not None and per * chunk > memory_budget and chunk > 1:
             chunk = plan_chunk(engine, n_paths, memory_budget, n, grid, per_scenario=per)
     chunk = int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
-    fn, per_scenario = compiled_chunk_fn(engine, one, key, chunk=chunk, **compile_kw)
+    fn, per_scenario = compiled_chunk_fn(engine, one, key, chunk=chunk, progress=stream,
+                                         **compile_kw)
     key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
     manifest = _manifest(engine, design, n_paths=n_paths, steps=steps, crn=crn, levels=levels,
                          contrib_level=contrib_level, chunk=chunk, revalue=revalue,
                          grid=tuple(grid), key_data=key_data, metrics=metrics)
     manifest["memory"] = {"budget_bytes": int(memory_budget),
                           "bytes_per_scenario": per_scenario}  # informative, not compared
+    manifest["gross_usd"] = engine_gross_usd(engine)  # informative (the report's zero)
     stop = n if stop is None else int(stop)
     if not 0 <= start < stop <= n:
         raise ValueError(f"start/stop must satisfy 0 <= start < stop <= {n}; got "
@@ -598,7 +577,6 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
     out_dir = None if out is None else Path(out)
     done: dict[int, Path] = {}
     recomputed: list[str] = []
-    stream = progress
     if out_dir is not None:
         parts_dir = out_dir / "parts"
         mpath = out_dir / "manifest.json"
@@ -616,6 +594,7 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
                                  f"{', '.join(diff)}); choose another output folder or "
                                  "delete it")
             manifest = old
+            manifest.setdefault("gross_usd", engine_gross_usd(engine))
         manifest.setdefault("parts", {})
         if not isinstance(manifest["parts"], dict):
             manifest["parts"] = {}
@@ -631,38 +610,42 @@ def sweep(engine: StressEngine, design: SweepDesign, *, key, out=None, n_paths: 
     dtype = engine.dtype
     firsts = [f for f in range(0, n, chunk) if f + chunk > start and f < stop]
     resumed = sum(min(f + chunk, n) - f for f in firsts if f in done)
-    bar = Progress(stop - start, progress, done=resumed) if progress is not None else None
+    bar = _progress.progress_for(stream, stop - start, "sweep", unit="scenario", done=resumed)
     frames = []
     computed = 0
     dims = design.table()
     limit = engine.pnl_limit
-    for first in firsts:
-        last = min(first + chunk, n)
-        if first in done:
-            frames.append(done[first])
-            continue
-        idx = np.arange(first, first + chunk)
-        valid = idx < n
-        idx_c = np.minimum(idx, n - 1)  # pad the last chunk with its last scenario
-        shocks = jax.tree_util.tree_map(lambda x, ii=idx_c: jnp.asarray(x[ii], dtype),
-                                        all_shocks)
-        vals = np.asarray(fn(shocks, jnp.asarray(idx_c, jnp.int32), key))[valid]
-        df = pd.DataFrame(vals, columns=metrics)
-        df.insert(0, "index", idx[valid])
-        for j, d in enumerate(design.dims):
-            df.insert(1 + j, d, dims[d].to_numpy()[idx[valid]])
-        df[NOTE_COLUMN] = notes[idx[valid]].astype(str)
-        _check_finite(vals, idx[valid], metrics, design, limit)
-        if out_dir is not None:
-            name = f"part-{first:08d}-{last - 1:08d}.parquet"
-            target = out_dir / "parts" / name
-            _write_atomic(target, lambda p, d=df: d.to_parquet(p, index=False))
-            manifest["parts"][name] = _sha256(target)
-            _write_manifest(out_dir / "manifest.json", manifest)
-        frames.append(df)
-        computed += last - first
+    try:
+        for first in firsts:
+            last = min(first + chunk, n)
+            if first in done:
+                frames.append(done[first])
+                continue
+            idx = np.arange(first, first + chunk)
+            valid = idx < n
+            idx_c = np.minimum(idx, n - 1)  # pad the last chunk with its last scenario
+            shocks = jax.tree_util.tree_map(lambda x, ii=idx_c: jnp.asarray(x[ii], dtype),
+                                            all_shocks)
+            vals = np.asarray(fn(shocks, jnp.asarray(idx_c, jnp.int32), key))[valid]
+            df = pd.DataFrame(vals, columns=metrics)
+            df.insert(0, "index", idx[valid])
+            for j, d in enumerate(design.dims):
+                df.insert(1 + j, d, dims[d].to_numpy()[idx[valid]])
+            df[NOTE_COLUMN] = notes[idx[valid]].astype(str)
+            _check_finite(vals, idx[valid], metrics, design, limit)
+            if out_dir is not None:
+                name = f"part-{first:08d}-{last - 1:08d}.parquet"
+                target = out_dir / "parts" / name
+                _write_atomic(target, lambda p, d=df: d.to_parquet(p, index=False))
+                manifest["parts"][name] = _sha256(target)
+                _write_manifest(out_dir / "manifest.json", manifest)
+            frames.append(df)
+            computed += last - first
+            if bar is not None:
+                bar.advance(last - first)
+    finally:
         if bar is not None:
-            bar.update(last - first)
+            bar.close()
     table = pd.concat(frames, ignore_index=True).set_index("index").sort_index()
     table = table.loc[start:stop - 1]
     if out_dir is not None:
@@ -700,4 +683,5 @@ def load_sweep(out) -> SweepResult:
 
 __all__ = ["SweepDesign", "SweepResult", "sweep", "load_sweep", "scenario_metrics",
            "make_chunk_fn", "plan_chunk", "Progress", "DEFAULT_LEVELS", "check_sweep",
-           "NonFiniteResult", "NOTE_COLUMN", "design_from_dims", "prepare_out"]
+           "NonFiniteResult", "NOTE_COLUMN", "design_from_dims", "prepare_out",
+           "engine_gross_usd"]
