@@ -25,7 +25,11 @@ Units and conventions:
   its premium in coin is ``value_USD / spot``; what changes is the currency of the P&L. A
   coin-margined account's delta of an inverse option is the premium-adjusted delta
   ``dV/dS - V/S`` coins (reported by the Greek tables).
-* Expiries are years from the valuation date (ACT/365 when given as days, ``"30d"``).
+* Expiries are years from the valuation date (ACT/365 when given as days, ``"30d"``). A book
+  file may also give an absolute expiry (a date: 08:00 UTC, Deribit's expiry time; or a date
+  and time) or a Deribit instrument name (``instrument = "BTC-26JUN26-70000-C"``); those are
+  turned into ACT/365 years from the valuation time ``as_of`` (``[book] as_of`` or
+  ``load_book(path, as_of=...)``), which ``Book.as_of`` keeps.
 * Path-dependent options are monitored on ``steps`` equal simulation steps to expiry
   (default: daily, ``ceil(365 T)``), the grid of ``qmr_jax.pricing.payoffs``.
 
@@ -160,6 +164,8 @@ class Position:
       entry: entry price of a perpetual or future (USD).
       steps: simulation steps to expiry of a Monte Carlo position (its monitoring grid);
         default daily.
+      instrument: the Deribit instrument name the position was given by (options; a label:
+        ``strike``, ``expiry`` and ``is_call`` are what is valued).
     """
 
     type: str
@@ -175,6 +181,7 @@ class Position:
     rebate: float | None = None
     entry: float | None = None
     steps: int | None = None
+    instrument: str | None = None
 
     def __post_init__(self):
         for f, default in _DEFAULT_VALUES.get(self.type, {}).items():
@@ -249,9 +256,12 @@ class Position:
 
     @property
     def label(self) -> str:
-        """The name, or a generated description (``"call 65000 30d"``)."""
+        """The name, else the instrument name, else a generated description
+        (``"call 65000 30d"``)."""
         if self.name:
             return self.name
+        if self.instrument:
+            return self.instrument
         days = f"{self.expiry * DAYS_PER_YEAR:g}d" if self.expiry is not None else ""
         if self.is_option:
             cp = "call" if self.is_call else "put"
@@ -348,6 +358,13 @@ def _check_position(p: Position) -> None:
     if p.name is not None and (not isinstance(p.name, str) or not p.name.strip()):
         raise PositionError("name", f"must be a non-empty string (or left out); got "
                             f"{p.name!r}")
+    if p.instrument is not None:
+        if not p.is_option:
+            raise PositionError("instrument", f"names an option; not a field of a {p.type} "
+                                "position")
+        if not isinstance(p.instrument, str) or not p.instrument.strip():
+            raise PositionError("instrument", f"must be a non-empty string (or left out); "
+                                f"got {p.instrument!r}")
     allowed = set(_REQUIRED[p.type]) | set(_OPTIONAL[p.type])
     for f in ("is_call", "strike", "expiry", "cash", "barrier", "barrier_kind", "rebate",
               "entry", "steps"):
@@ -404,6 +421,8 @@ class Book:
       multiplier: coins per unit of ``quantity`` (default 1).
       spot_source: where the spot comes from (a label for reports, e.g. an index name).
       description: free text.
+      as_of: the valuation time the expiries were counted from (a timezone-aware UTC
+        ``datetime``; ``None`` when every expiry was given in years).
     """
 
     name: str
@@ -412,12 +431,15 @@ class Book:
     multiplier: float = 1.0
     spot_source: str = ""
     description: str = ""
+    as_of: datetime.datetime | None = None
     _plans: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"book name must be a non-empty string; got {self.name!r}")
         _check_currency(self.currency)
+        if self.as_of is not None:
+            object.__setattr__(self, "as_of", parse_time(self.as_of, what="as_of"))
         object.__setattr__(self, "positions", tuple(self.positions))
         if not self.positions:
             raise ValueError("a book needs at least one position")
@@ -983,6 +1005,9 @@ BOOK_HEADER_FIELDS = {
     "spot_source": "where the spot comes from (label, optional)",
     "multiplier": "coins per unit of quantity (optional, default 1)",
     "description": "free text (optional)",
+    "as_of": "valuation time of absolute expiries and instrument names: a TOML datetime or "
+             "an ISO string with a time of day, e.g. 2026-04-01T10:00:00Z (optional; "
+             "load_book(path, as_of=...) wins)",
 }
 """Fields of the ``[book]`` table."""
 
@@ -992,8 +1017,13 @@ BOOK_FIELDS = {
     "quantity": "coins, negative for short (required; at most 1e9 in size)",
     "call_put": "'call' or 'put' (options)",
     "strike": "USD, in [1e-8, 1e9] (options; optional for a lookback: floating strike)",
-    "expiry": "years, or a string with a unit: '30d', '2w', '0.5y'; at most 10 years "
-              "(options, futures)",
+    "expiry": "years, or a string with a unit: '30d', '2w', '0.5y', or an absolute date "
+              "(2026-06-26: 08:00 UTC) or date and time (TOML or ISO; without a zone, UTC), "
+              "counted from as_of; at most 10 years (options, futures)",
+    "instrument": "a Deribit option name, e.g. BTC-26JUN26-70000-C: sets strike, call_put and "
+                  "expiry (08:00 UTC of that date, counted from as_of), type european and "
+                  "settlement inverse unless given; its coin must be the book's currency "
+                  "(options)",
     "settlement": "'usd' (default) or 'inverse' (options)",
     "cash": "USD paid by a digital (default 1)",
     "barrier": "barrier level, USD (barrier)",
@@ -1013,7 +1043,64 @@ def _file_fields(ptype: str) -> tuple[set[str], set[str]]:
     to_file = {v: k for k, v in _FILE_KEYS.items()}
     req = {to_file.get(f, f) for f in _REQUIRED[ptype]} | {"type", "quantity"}
     opt = {to_file.get(f, f) for f in _OPTIONAL[ptype]} | {"name"}
+    if ptype in OPTION_TYPES:
+        opt.add("instrument")
     return req, opt
+
+
+EXPIRY_HOUR_UTC = 8
+"""Hour (UTC) of an expiry given as a date alone: Deribit's options expire at 08:00 UTC."""
+SECONDS_PER_YEAR = DAYS_PER_YEAR * 86400.0
+_ISO_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
+_ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")
+
+
+def parse_time(value, *, date_hour: int | None = None, what: str = "time") -> datetime.datetime:
+    """A timezone-aware UTC ``datetime`` from a datetime (naive: UTC), a date (``date_hour``
+    o'clock UTC; refused when ``date_hour`` is None: a time of day is needed) or an ISO-8601
+    string (``2026-06-26``, ``2026-06-26T08:00:00Z``, ``2026-06-26 08:00+02:00``).
+
+    Raises:
+      ValueError: anything else, saying what ``what`` must be.
+    """
+    if hasattr(value, "to_pydatetime") and not isinstance(value, str):
+        value = value.to_pydatetime()  # a pandas Timestamp
+    if isinstance(value, str):
+        text = value.strip()
+        if not _ISO_START.match(text):
+            raise ValueError(f"{what} must be an ISO date or date and time such as "
+                             f"2026-06-26T08:00:00Z; got {value!r}")
+        try:
+            if _ISO_DATE.fullmatch(text):
+                value = datetime.date.fromisoformat(text)
+            else:
+                value = datetime.datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"{what} must be an ISO date or date and time such as "
+                             f"2026-06-26T08:00:00Z; got {value!r} ({exc})") from None
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.UTC)
+        return value.astimezone(datetime.UTC)
+    if isinstance(value, datetime.date):
+        if date_hour is None:
+            raise ValueError(f"{what} needs a time of day, e.g. {value.isoformat()}T10:00:00Z; "
+                             f"got the date {value.isoformat()}")
+        return datetime.datetime(value.year, value.month, value.day, date_hour,
+                                 tzinfo=datetime.UTC)
+    raise ValueError(f"{what} must be a datetime or an ISO string such as "
+                     f"2026-06-26T08:00:00Z; got {value!r}")
+
+
+def _is_absolute(value) -> bool:
+    """An expiry given as a date or time rather than a time to expiry."""
+    return (isinstance(value, datetime.date) and not isinstance(value, bool)) or (
+        isinstance(value, str) and bool(_ISO_START.match(value)))
+
+
+def years_between(start: datetime.datetime, end: datetime.datetime) -> float:
+    """ACT/365 years from ``start`` to ``end`` (as ``qmr_jax.data``'s ``expiry_years``)."""
+    return (end - start).total_seconds() / SECONDS_PER_YEAR
 
 
 _UNITS = {"d": 1.0 / DAYS_PER_YEAR, "w": 7.0 / DAYS_PER_YEAR, "y": 1.0}
@@ -1162,25 +1249,39 @@ class _Lines:
         return None if found is None else found + 1
 
 
-def load_book(path) -> Book:
+def load_book(path, as_of=None) -> Book:
     """Read a TOML book file (see ``BOOK_HEADER_FIELDS``, ``BOOK_FIELDS``).
+
+    Args:
+      path: the TOML file.
+      as_of: the valuation time that absolute expiries and instrument names are counted from
+        (a datetime, naive meaning UTC, or an ISO string with a time of day); it wins over
+        the file's ``[book] as_of``. Books whose expiries are all in years need neither.
 
     Raises:
       ValueError: unreadable, empty or non-UTF-8 file, bad TOML, an unknown/missing/bad
         field, two positions with the same name, a value outside its range (``MAX_QUANTITY``,
-        ``PRICE_RANGE``, ...); the message names the file, the line, the position (``#i``,
-        1-based, and its name) and the field.
+        ``PRICE_RANGE``, ...), an absolute expiry without a valuation time or at/before it,
+        an instrument name that conflicts with the position's other fields or the book's
+        currency; the message names the file, the line, the position (``#i``, 1-based, and
+        its name) and the field.
     """
     path = Path(path)
+    if as_of is not None:
+        try:
+            as_of = parse_time(as_of, what="as_of")
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     data, text = _read_toml(path, "a [book] table and [[position]] entries")
-    return parse_book(data, source=str(path), text=text)
+    return parse_book(data, source=str(path), text=text, as_of=as_of)
 
 
 def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
-               text: str | None = None) -> Book:
+               text: str | None = None, as_of=None) -> Book:
     """Build a ``Book`` from the parsed TOML mapping (strict; see ``load_book``).
 
-    ``text`` (the file's text, optional) puts line numbers in the messages.
+    ``text`` (the file's text, optional) puts line numbers in the messages; ``as_of`` (the
+    valuation time) wins over ``[book] as_of``.
     """
     lines = _Lines(text)
 
@@ -1211,6 +1312,13 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
         _check_currency(header["currency"])
     except ValueError as exc:
         raise fail(f"field 'currency': {exc}", "currency") from None
+    if as_of is not None:
+        as_of = parse_time(as_of, what="as_of")
+    elif "as_of" in header:
+        try:
+            as_of = parse_time(header["as_of"], what="field 'as_of'")
+        except ValueError as exc:
+            raise fail(f"{exc} (the valuation time of absolute expiries)", "as_of") from None
     mult = header.get("multiplier", 1.0)
     lo, hi = MULTIPLIER_RANGE
     if isinstance(mult, bool) or not isinstance(mult, int | float) or not (
@@ -1232,7 +1340,8 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
         return lines.line("position", i, key) if trusted else None
 
     positions = [parse_position(e, index=i, source=source, line=pos_line(i),
-                                key_lines={k: pos_line(i, k) for k in e})
+                                key_lines={k: pos_line(i, k) for k in e}, as_of=as_of,
+                                currency=header["currency"])
                  for i, e in enumerate(entries)]
     for i, p in enumerate(positions):
         if abs(p.quantity) * mult > MAX_QUANTITY:
@@ -1252,27 +1361,55 @@ def parse_book(data: Mapping[str, Any], *, source: str = "<book>",
         return Book(name=header["name"], currency=header["currency"],
                     positions=tuple(positions), multiplier=float(mult),
                     spot_source=header.get("spot_source", ""),
-                    description=header.get("description", ""))
+                    description=header.get("description", ""), as_of=as_of)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
 
 
 def parse_position(entry: Mapping[str, Any], *, index: int = 0, source: str = "<book>",
                    line: int | None = None,
-                   key_lines: Mapping[str, int | None] | None = None) -> Position:
+                   key_lines: Mapping[str, int | None] | None = None, as_of=None,
+                   currency: str | None = None) -> Position:
     """One ``[[position]]`` table -> ``Position`` (``index`` is 0-based; messages say
     ``#index+1``; ``line`` and ``key_lines``, the lines of the entry's header and of each of
-    its keys, optional, put line numbers in the messages)."""
+    its keys, optional, put line numbers in the messages).
+
+    ``as_of`` (the valuation time) turns an absolute ``expiry`` or an ``instrument`` name
+    into ACT/365 years; ``currency`` (the book's) must be the instrument's coin.
+    """
     name = entry.get("name")
     label = f"position #{index + 1}" + (f" ({name!r})" if isinstance(name, str) else "")
+    if as_of is not None:
+        as_of = parse_time(as_of, what="as_of")
 
     def fail(field_name, message):
         ln = (key_lines or {}).get(field_name) or line
         return ValueError(f"{_at(source, ln)}: {label}: field '{field_name}': {message}")
 
-    if "type" not in entry:
+    def years_to(when: datetime.datetime, field_name: str, given) -> float:
+        if as_of is None:
+            raise fail(field_name, f"an absolute expiry ({when:%Y-%m-%d %H:%M} UTC) needs the "
+                       "valuation time: set as_of in [book] (e.g. as_of = "
+                       "2026-04-01T10:00:00Z) or pass load_book(path, as_of=...)")
+        years = years_between(as_of, when)
+        if isinstance(given, datetime.date):
+            given = given.isoformat()
+        if years <= 0:
+            raise fail(field_name, f"expires {when:%Y-%m-%d %H:%M} UTC, at or before as_of "
+                       f"{as_of:%Y-%m-%d %H:%M:%S} UTC (a past expiry is not a position); "
+                       f"got {given!r}")
+        if years > MAX_EXPIRY_YEARS:
+            raise fail(field_name, f"must be a positive time to expiry of at most "
+                       f"{MAX_EXPIRY_YEARS:g} years; {when:%Y-%m-%d} is {years:.4g} years "
+                       f"after as_of; got {given!r}")
+        return years
+
+    inst = None
+    if "instrument" in entry:
+        inst = _instrument(entry["instrument"], currency, fail)
+    if "type" not in entry and inst is None:
         raise fail("type", f"missing; one of {', '.join(POSITION_TYPES)}")
-    ptype = entry["type"]
+    ptype = entry.get("type", "european")
     if ptype not in POSITION_TYPES:
         raise fail("type", f"unknown position type {ptype!r}; choose one of "
                    f"{', '.join(POSITION_TYPES)}")
@@ -1282,28 +1419,36 @@ def parse_position(entry: Mapping[str, Any], *, index: int = 0, source: str = "<
             known = "known" if k in BOOK_FIELDS else "unknown"
             raise fail(k, f"{known} field not allowed for a {ptype} position; its fields: "
                        f"{', '.join(sorted(req | opt))}")
+    given_by_instrument = {"type", "strike", "call_put", "expiry"} if inst else set()
     for k in sorted(req):
-        if k not in entry:
+        if k not in entry and k not in given_by_instrument:
             raise fail(k, f"missing (required for a {ptype} position)")
     kwargs: dict[str, Any] = {}
     for k, v in entry.items():
         attr = _FILE_KEYS.get(k, k)
-        if k == "type":
+        if k in ("type", "instrument"):
             continue
         if k == "call_put":
             if v not in ("call", "put"):
                 raise fail(k, f"must be 'call' or 'put'; got {v!r}")
             v = v == "call"
         elif k == "expiry":
-            try:
-                years = parse_expiry(v)
-            except ValueError as exc:
-                raise fail(k, str(exc)) from None
-            if not (math.isfinite(years) and 0 < years <= MAX_EXPIRY_YEARS):
-                why = " (a past expiry is not a position)" if years <= 0 else ""
-                raise fail(k, f"must be a positive time to expiry of at most "
-                           f"{MAX_EXPIRY_YEARS:g} years{why}; got {v!r}")
-            v = years
+            if _is_absolute(v):
+                try:
+                    when = parse_time(v, date_hour=EXPIRY_HOUR_UTC, what="an absolute expiry")
+                except ValueError as exc:
+                    raise fail(k, str(exc)) from None
+                v = years_to(when, k, v)
+            else:
+                try:
+                    years = parse_expiry(v)
+                except ValueError as exc:
+                    raise fail(k, str(exc)) from None
+                if not (math.isfinite(years) and 0 < years <= MAX_EXPIRY_YEARS):
+                    why = " (a past expiry is not a position)" if years <= 0 else ""
+                    raise fail(k, f"must be a positive time to expiry of at most "
+                               f"{MAX_EXPIRY_YEARS:g} years{why}; got {v!r}")
+                v = years
         elif k == "steps":
             if isinstance(v, bool) or not isinstance(v, int):
                 raise fail(k, f"must be a positive integer; got {v!r}")
@@ -1311,10 +1456,53 @@ def parse_position(entry: Mapping[str, Any], *, index: int = 0, source: str = "<
             if not isinstance(v, str):
                 raise fail(k, f"must be a string; got {v!r}")
         kwargs[attr] = v
+    if inst is not None:
+        years = years_to(inst.expiry, "instrument", inst.name)
+        from_name = {"strike": inst.strike, "is_call": inst.is_call, "expiry": years}
+        for attr, value in from_name.items():
+            key = _FILE_NAMES.get(attr, attr)
+            if attr not in kwargs:
+                continue
+            mine = kwargs[attr]
+            same = (abs(mine - value) <= 1.0 / SECONDS_PER_YEAR if attr == "expiry"
+                    else (mine == value if isinstance(mine, bool) else _same_number(mine, value)))
+            if not same:
+                shown = {"is_call": "call" if value else "put",
+                         "expiry": f"{inst.expiry:%Y-%m-%d %H:%M} UTC ({value:.6g} years)"
+                         }.get(attr, f"{value:g}")
+                raise fail(key, f"conflicts with instrument {inst.name!r}, whose {key} is "
+                           f"{shown}; got {entry[key]!r} (give one or the other)")
+        kwargs.update(from_name)
+        kwargs["instrument"] = inst.name
+        kwargs.setdefault("settlement", "inverse")
     try:
         return Position(type=ptype, **kwargs)
     except PositionError as exc:
         raise fail(_FILE_NAMES.get(exc.field, exc.field), exc.detail) from None
+
+
+def _same_number(a, b) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _instrument(value, currency, fail):
+    """The parsed Deribit option name of a position (``fail(field, message)`` raises)."""
+    from .data.instruments import parse_instrument
+
+    try:
+        inst = parse_instrument(value)
+    except ValueError as exc:
+        raise fail("instrument", str(exc)) from None
+    if inst.kind != "option":
+        raise fail("instrument", f"{inst.name!r} is a Deribit {inst.kind}, not an option (a "
+                   "future position takes type = 'future', expiry and entry)")
+    if currency is not None and inst.currency != currency:
+        raise fail("instrument", f"{inst.name!r} is an option on {inst.currency}; the book's "
+                   f"currency is {currency}")
+    return inst
 
 
 _FILE_NAMES = {v: k for k, v in _FILE_KEYS.items()}
@@ -1478,6 +1666,8 @@ __all__ = [
     "parse_book",
     "parse_position",
     "parse_expiry",
+    "parse_time",
+    "years_between",
     "load_model",
     "parse_model_spec",
     "read_text",
