@@ -849,7 +849,10 @@ EXIT_NOT_CONVERGED = 1
 _CALIB_EPILOG = """\
 data:
   default  the shared Deribit parquet ($QMR_DATA_DIR or ../shared/data), snapshot "last"
-  --chain  a Deribit parquet, a raw snapshot CSV or a data folder
+  --chain  a Deribit parquet, a raw snapshot CSV or a data folder, a chain in the simple
+           CSV/Parquet schema (expiry, strike, type, bid, ask, forward or spot; see
+           scenarios/chains/README.md) or a saved Deribit API response
+           (public/get_book_summary_by_currency, JSON)
   --synthetic
            a Deribit-like chain priced by Heston(v0=0.25, kappa=2, theta=0.3, xi=1,
            rho=-0.3) (spot 60000, no noise): works without market data
@@ -917,8 +920,9 @@ def _nonnegative_float(text: str) -> float:
 def _configure_calibrate(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--chain", metavar="FILE",
-                     help="Deribit option parquet, snapshot CSV or data folder (default: the "
-                          "shared data)")
+                     help="option chain: Deribit parquet, snapshot CSV or data folder, the "
+                          "simple CSV/Parquet schema or Deribit API JSON (default: the shared "
+                          "data)")
     src.add_argument("--synthetic", action="store_true",
                      help="calibrate to a synthetic Heston chain instead of market data")
     p.add_argument("--currency", choices=("BTC", "ETH"), default="BTC",
@@ -960,7 +964,7 @@ def _configure_calibrate(p: argparse.ArgumentParser) -> None:
 
 
 def _calibration_chain(args: argparse.Namespace):
-    from .data import load_deribit
+    from .data import load_chain
 
     if args.synthetic:
         if args.snapshot is not None:
@@ -969,7 +973,7 @@ def _calibration_chain(args: argparse.Namespace):
         return synthetic_calibration_chain(args.currency)
     snapshot = parse_snapshot(args.snapshot)
     try:
-        chain = load_deribit(args.chain, currency=args.currency, snapshot=snapshot)
+        chain = load_chain(args.chain, currency=args.currency, snapshot=snapshot)
     except FileNotFoundError as exc:
         hint = "" if args.chain else " (or run with --synthetic)"
         raise UsageError(f"{exc}{hint}") from None
