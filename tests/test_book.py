@@ -4,6 +4,7 @@ parsing."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import sys
 
@@ -604,3 +605,133 @@ def test_model_file_market_bounds(tmp_path):
         line = MODEL_TOML.replace(edit, needle).splitlines().index(needle) + 1
         assert str(info.value).startswith(f"{path}, line {line}: [market]: field "
                                           f"'{field_name}'"), info.value
+
+
+# ------------------------------------------------------------------------------------------
+# Deribit instrument names and absolute expiries
+
+DATED = """
+[book]
+name = "dated"
+currency = "BTC"
+as_of = 2026-04-01T10:00:00Z
+
+[[position]]
+instrument = "BTC-26JUN26-70000-C"
+quantity = -5
+
+[[position]]
+name = "P60k"
+type = "european"
+call_put = "put"
+strike = 60000
+expiry = 2026-06-26
+quantity = 3
+
+[[position]]
+name = "fut"
+type = "future"
+expiry = "2026-09-25T08:00:00+00:00"
+entry = 69000
+quantity = 2
+"""
+
+# ACT/365 by hand: 1 April 10:00 UTC to 26 June 08:00 UTC is 85 days 22 hours
+JUN_YEARS = (85 + 22 / 24) / 365
+SEP_YEARS = (85 + 22 / 24 + 91) / 365
+
+
+def test_instrument_names_and_absolute_expiries(tmp_path):
+    b = load_book(_write(tmp_path, DATED))
+    assert b.as_of == datetime.datetime(2026, 4, 1, 10, tzinfo=datetime.UTC)
+    call, put, fut = b.positions
+    assert (call.type, call.strike, call.is_call, call.settlement) == (
+        "european", 70000.0, True, "inverse")
+    assert call.expiry == pytest.approx(JUN_YEARS, rel=1e-15)
+    assert call.instrument == "BTC-26JUN26-70000-C" and b.labels[0] == "BTC-26JUN26-70000-C"
+    assert put.expiry == call.expiry and put.settlement == "usd" and put.instrument is None
+    assert fut.expiry == pytest.approx(SEP_YEARS, rel=1e-15)
+    # the argument wins over [book] as_of; naive times are UTC
+    later = load_book(_write(tmp_path, DATED), as_of="2026-06-25T08:00:00")
+    assert later.as_of == datetime.datetime(2026, 6, 25, 8, tzinfo=datetime.UTC)
+    assert later.positions[0].expiry == pytest.approx(1 / 365, rel=1e-14)
+    import pandas as pd
+
+    from_chain = load_book(_write(tmp_path, DATED),
+                           as_of=pd.Timestamp("2026-06-26T06:00:00+02:00"))
+    assert from_chain.positions[1].expiry == pytest.approx(4 / 24 / 365, rel=1e-14)
+
+
+def test_instrument_position_values_as_its_explicit_twin(tmp_path):
+    b = load_book(_write(tmp_path, DATED))
+    twin = Position.european(70000.0, JUN_YEARS, True, -5.0, settlement="inverse")
+    ref = Book("twin", "BTC", (twin,))
+    np.testing.assert_allclose(np.asarray(b.with_positions(b.positions[:1]).value(GBM, MARKET)),
+                               np.asarray(ref.value(GBM, MARKET)), rtol=1e-13)
+
+
+@pytest.mark.parametrize(("extra", "ok"), [
+    ('strike = 70000', True),            # the same strike: redundant, not a conflict
+    ('call_put = "call"', True),
+    ('expiry = 2026-06-26', True),
+    ('type = "digital"', True),          # a digital on the instrument's terms
+    ('settlement = "usd"', True),
+    ('strike = 70000.5', False),
+    ('call_put = "put"', False),
+    ('expiry = "30d"', False),
+    ('expiry = 2026-06-27', False),
+])
+def test_instrument_fields_may_repeat_but_not_contradict(tmp_path, extra, ok):
+    text = DATED.replace('quantity = -5', f'quantity = -5\n{extra}', 1)
+    path = _write(tmp_path, text)
+    if ok:
+        p = load_book(path).positions[0]
+        assert p.strike == 70000.0 and p.is_call and p.expiry == pytest.approx(JUN_YEARS)
+        assert p.settlement == ("usd" if "usd" in extra else "inverse")
+        return
+    field_name = extra.split(" ")[0]
+    with pytest.raises(ValueError) as info:
+        load_book(path)
+    line = text.splitlines().index(extra) + 1
+    assert str(info.value).startswith(f"{path}, line {line}: position #1: field "
+                                      f"'{field_name}': conflicts with instrument "
+                                      "'BTC-26JUN26-70000-C'"), info.value
+
+
+def test_absolute_expiries_need_a_valuation_time(tmp_path):
+    path = _write(tmp_path, DATED.replace("as_of = 2026-04-01T10:00:00Z\n", ""))
+    with pytest.raises(ValueError) as info:
+        load_book(path)
+    line = DATED.replace("as_of = 2026-04-01T10:00:00Z\n", "").splitlines().index(
+        'instrument = "BTC-26JUN26-70000-C"') + 1
+    assert str(info.value).startswith(f"{path}, line {line}: position #1: field 'instrument': "
+                                      "an absolute expiry"), info.value
+    assert "load_book(path, as_of=...)" in str(info.value)
+    assert load_book(path, as_of="2026-04-01T10:00:00Z").as_of is not None
+    # a book whose expiries are all in years needs no valuation time
+    assert load_book(_write(tmp_path, GOOD, "years.toml")).as_of is None
+    for bad in ("2026-04-01", "soon", 5):
+        with pytest.raises(ValueError, match=r"book.toml: as_of"):
+            load_book(path, as_of=bad)
+    # expired at the valuation time, and beyond ten years
+    with pytest.raises(ValueError, match=r"position #1: field 'instrument': expires 2026-06-26 "
+                                         r"08:00 UTC, at or before as_of 2026-06-26 09:00:00"):
+        load_book(path, as_of="2026-06-26T09:00:00Z")
+    # 1 April 2026 10:00 to 1 January 2040 08:00: 5023 days less 2 hours, 13.76 years
+    far = _write(tmp_path, GOOD.replace('expiry = "30d"', 'expiry = 2040-01-01'), "far.toml")
+    with pytest.raises(ValueError, match=r"field 'expiry': must be a positive time to expiry of "
+                                         r"at most 10 years; 2040-01-01 is 13.76 years"):
+        load_book(far, as_of="2026-04-01T10:00:00Z")
+
+
+def test_instrument_coin_and_type(tmp_path):
+    eth = DATED.replace('currency = "BTC"', 'currency = "ETH"')
+    with pytest.raises(ValueError, match=r"field 'instrument': 'BTC-26JUN26-70000-C' is an "
+                                         r"option on BTC; the book's currency is ETH"):
+        load_book(_write(tmp_path, eth))
+    fut = DATED.replace('quantity = -5', 'quantity = -5\ntype = "future"\nentry = 1', 1)
+    with pytest.raises(ValueError, match=r"field 'instrument': known field not allowed for a "
+                                         r"future position"):
+        load_book(_write(tmp_path, fut))
+    with pytest.raises(ValueError, match="field 'instrument'"):
+        Position("spot", 1.0, instrument="BTC-26JUN26-70000-C")
