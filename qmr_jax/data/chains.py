@@ -212,6 +212,10 @@ def _format(p: Path) -> str:
             head = f.read(65536)
     except OSError as exc:
         raise ValueError(f"{p}: cannot read the file ({exc.strerror or exc})") from None
+    if not head.lstrip(b"\xef\xbb\xbf \t\r\n"):
+        raise ValueError(f"{p}: empty file; expected an option chain (the simple schema's "
+                         f"columns {', '.join(SIMPLE_REQUIRED)}, a Deribit chain or a Deribit "
+                         "API response)")
     if suffix == ".parquet" or (suffix != ".csv" and head.startswith(b"PAR1")):
         names = _parquet_names(p)
     elif suffix != ".csv" and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
