@@ -527,7 +527,8 @@ def _run_sensitivities(args: argparse.Namespace) -> int:
     say(args, f"report: {report}")
     if args.json:
         emit_json({"book": book.name, "model": spec.name, "seed": args.seed,
-                   "totals": t, "tornado": summary["tornado"], "report": report})
+                   "market": summary["market"], "totals": t, "tornado": summary["tornado"],
+                   "positions": summary["positions"], "report": report})
     return 0
 
 

@@ -140,3 +140,38 @@ def test_save_model_refuses_a_batch_and_nan(tmp_path):
     with pytest.raises(ValueError, match="model.sigma: nan"):
         qmr.save_model(tmp_path / "n.toml", qmr.GBM(float("nan")), market)
     assert not (tmp_path / "b.toml").exists() and not (tmp_path / "n.toml").exists()
+
+
+def test_snapshot_values_a_book_at_the_chains_market_and_time(tmp_path, capsys):
+    import argparse
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from qmr_jax.data import load_chain
+    from tests.conftest import ROOT
+
+    api = ROOT / "scenarios" / "chains" / "example_deribit_api.json"
+    book_file = tmp_path / "book.toml"
+    book_file.write_text('[book]\nname = "n"\ncurrency = "BTC"\n[[position]]\n'
+                         'instrument = "BTC-26JUN26-70000-C"\nquantity = 1\n')
+    args = argparse.Namespace(book=str(book_file), chain=str(api), snapshot=None,
+                              model=str(ROOT / "scenarios" / "models" / "btc_heston.toml"),
+                              json=False)
+    book, spec = cli._book_and_model(args)
+    chain = load_chain(api)
+    # the index, and a flat basis that reproduces the chain's forwards
+    assert float(spec.market.spot) == float(chain["spot"].median())
+    assert float(spec.market.rate) == 0.04  # the model file's rate is kept
+    np.testing.assert_allclose(np.asarray(spec.market.forward(chain["expiry_years"].to_numpy())),
+                               chain["forward"].to_numpy(), rtol=1e-6)
+    # the expiry counts from the snapshot's time: 26 June 2026 08:00 UTC, ACT/365
+    when = chain["snapshot"].iloc[0].to_pydatetime()
+    expiry = datetime(2026, 6, 26, 8, tzinfo=UTC)
+    assert book.positions[0].expiry == pytest.approx((expiry - when).total_seconds()
+                                                     / (365 * 86400), rel=1e-12)
+    assert "market from BTC snapshot" in capsys.readouterr().out
+    # without --snapshot/--chain an absolute expiry has no valuation time: a clear error
+    args.chain = None
+    with pytest.raises(cli.UsageError, match="as_of"):
+        cli._book_and_model(args)
