@@ -1,4 +1,5 @@
-"""A small HTML page builder: headings, text, tables, key/value lists, linked images.
+"""A small HTML page builder: headings, text, tables, key/value lists, linked images, a
+navigation bar.
 
 Every piece of text passed in is escaped; only fragments produced by this package's own
 builders (``html_table``) are inserted verbatim through ``Page.add_html``.
@@ -23,6 +24,15 @@ caption { text-align: left; font-weight: 600; padding: .3em 0; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; }
 th { background: #f0f0f0; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
+td.text { min-width: 12em; max-width: 30em; white-space: normal; overflow-wrap: anywhere; }
+div.scroll { max-width: 100%; overflow-x: auto; }
+body.wide { max-width: 1400px; }
+nav.reports { margin: .4em 0 1.2em; padding: .5em .8em; background: #f3f5f8;
+              border: 1px solid #d5dae1; border-radius: 4px; }
+nav.reports ul { list-style: none; margin: 0; padding: 0; display: flex; flex-wrap: wrap;
+                 gap: .3em 1.4em; }
+nav.reports .label { font-weight: 600; margin-right: .8em; }
 tr:nth-child(even) td { background: #fafafa; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: .15em 1.2em; }
 dl.kv dt { font-weight: 600; } dl.kv dd { margin: 0; }
@@ -49,8 +59,9 @@ class Page:
       True
     """
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, *, wide: bool = False):
         self.title = title
+        self.wide = bool(wide)  # up to 1400 px instead of 72em (wide tables)
         self._parts: list[str] = []
 
     def add_heading(self, text: str, level: int = 2) -> None:
@@ -72,6 +83,20 @@ class Page:
 
     def add_preformatted(self, text: str) -> None:
         self._parts.append(f"<pre>{escape(text)}</pre>")
+
+    def add_nav(self, links, *, label: str = "Reports") -> None:
+        """A navigation bar: ``links`` is a sequence of ``(text, href)`` pairs (or a mapping
+        text -> href), shown in order after ``label``."""
+        items = list(links.items()) if isinstance(links, Mapping) else list(links)
+        lis = "".join(f'<li><a href="{escape(href)}">{escape(text)}</a></li>'
+                      for text, href in items)
+        self._parts.append(f'<nav class="reports"><ul><li class="label">{escape(label)}</li>'
+                           f"{lis}</ul></nav>")
+
+    def add_table(self, fragment: str) -> None:
+        """Insert a table fragment (``html_table``) in a box that scrolls sideways when the
+        table is wider than the page."""
+        self._parts.append(f'<div class="scroll">{fragment}</div>')
 
     def add_html(self, fragment: str) -> None:
         """Insert a trusted fragment (e.g. from ``html_table``) as is."""
@@ -99,9 +124,11 @@ class Page:
 
     def render(self) -> str:
         body = "\n".join(self._parts)
+        open_body = '<body class="wide">' if self.wide else "<body>"
         return (
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{escape(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+            f"<title>{escape(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+            f"{open_body}\n"
             f"<h1>{escape(self.title)}</h1>\n{body}\n</body>\n</html>\n"
         )
 

@@ -32,6 +32,60 @@ def format_number(value: Any, spec: str = ".6g", *, missing: str = "") -> str:
     return format(x, spec)
 
 
+def format_sig(value: Any, digits: int = 4, *, missing: str = "-") -> str:
+    """A number to ``digits`` significant digits in positional notation with thousands
+    separators: ``60000.0 -> "60,000"``, ``0.362137 -> "0.3621"``, ``-2.5 -> "-2.5"``,
+    ``123456.7 -> "123,500"``; never scientific notation between 1e-6 and 1e15 (outside, the
+    ``e`` form of ``digits`` digits); ``-0`` prints as ``0``; NaN/None give ``missing``."""
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return missing
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    if not -6 <= mag < 15:
+        return f"{x:.{max(digits - 1, 0)}e}"
+    decimals = digits - 1 - mag
+    if decimals <= 0:
+        r = round(x, decimals)
+        text = f"{r:,.0f}"
+    else:
+        text = f"{x:,.{decimals}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+    return "0" if text.lstrip("-") in ("0", "") else text
+
+
+def format_fixed(value: Any, decimals: int = 2, *, zero: float = 0.0,
+                 missing: str = "-", sign: bool = False) -> str:
+    """A number with ``decimals`` decimals and thousands separators, magnitudes below
+    ``zero`` shown as ``0`` (numerical noise such as ``1.4e-11``): ``-0.00`` never appears.
+    ``sign`` puts ``+`` before positive numbers; NaN/None give ``missing``."""
+    if value is None:
+        return missing
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return missing
+    if abs(x) < zero:
+        x = 0.0
+    text = f"{x:{'+' if sign else ''},.{decimals}f}"
+    if float(text.replace(",", "")) == 0.0:
+        text = f"{0.0:.{decimals}f}"
+    return text
+
+
 @dataclass(frozen=True)
 class Column:
     """One table column.
@@ -42,12 +96,16 @@ class Column:
       fmt: a ``format`` spec for numbers (e.g. ``",.2f"``, ``".1%"``) or a callable
         returning the cell text.
       numeric: right-align the column (default: true when ``fmt`` is a spec).
+      wrap: long text that wraps within a bounded width in HTML (class ``text``).
+      note: what the column means, shown when the header is hovered (``title``).
     """
 
     key: str
     title: str | None = None
     fmt: str | Formatter | None = None
     numeric: bool | None = None
+    wrap: bool = False
+    note: str | None = None
 
     def text(self, value: Any) -> str:
         if callable(self.fmt):
@@ -68,6 +126,14 @@ def _columns(rows: Sequence[Mapping[str, Any]], columns) -> list[Column]:
         keys = list(rows[0].keys()) if rows else []
         return [Column(k) for k in keys]
     return [c if isinstance(c, Column) else Column(str(c)) for c in columns]
+
+
+def _cls(c: Column) -> str:
+    return " class=num" if c.right else (" class=text" if c.wrap else "")
+
+
+def _q(text: str) -> str:
+    return f'"{escape(text)}"'
 
 
 def html_table(
@@ -97,20 +163,18 @@ def html_table(
     if caption:
         out.append(f"<caption>{escape(caption)}</caption>")
     head = "".join(
-        f'<th{" class=num" if c.right else ""}>{escape(c.title or c.key)}</th>' for c in cols
+        f'<th{_cls(c)}{f" title={_q(c.note)}" if c.note else ""}>{escape(c.title or c.key)}'
+        "</th>" for c in cols
     )
     out.append(f"<thead><tr>{head}</tr></thead>")
     out.append("<tbody>")
     for row in rows:
         cells = "".join(
-            f'<td{" class=num" if c.right else ""}>{escape(c.text(row.get(c.key)))}</td>'
-            for c in cols
+            f'<td{_cls(c)}>{escape(c.text(row.get(c.key)))}</td>' for c in cols
         )
         out.append(f"<tr>{cells}</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
-
-
 
 
 def text_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column | str]) -> str:
@@ -137,4 +201,5 @@ def text_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column | str
     return "\n".join(out)
 
 
-__all__ = ["Column", "format_number", "html_table", "text_table"]
+__all__ = ["Column", "format_number", "format_sig", "format_fixed", "html_table",
+           "text_table"]
