@@ -36,12 +36,19 @@
    ``spot / 60,000`` to the market's spot. Historical replays read the shared spot history
    and record an error in their ``status`` when it is absent; scenarios that shock jump
    parameters (``scale.lam``) are listed as not applicable (``n/a``) under Heston. Writes
-   ``stress/stress.html`` (``qmr_jax.report.stress.stress_report``);
+   ``stress/report.html`` (``qmr_jax.report.stress.stress_report``);
 9. runs a 7-day scenario sweep of the same book over a grid of spot, vol and vol-of-variance
    shocks (``qmr_jax.stress.sweep``, common random numbers; ``out/sweep`` is replaced on
    every run) and writes ``sweep/report.html`` (``sweep_report``: heatmaps, worst scenarios,
    ES contributions);
-10. links every sub-report from ``report.html``.
+10. links every sub-report from ``report.html``: a navigation bar at its top (the calibration
+    report of each model, the sensitivities, the stress scenarios, the sweep) and a link in
+    each section.
+
+``run_demo`` does everything ``qmr demo`` does: it turns on the persistent compilation cache
+(``qmr_jax._cache.enable_compilation_cache``; ``cache=False`` leaves JAX's configuration as it
+is) and logs where it is, and shows the progress of the stress scenarios and of the sweep on
+stderr (``qmr_jax.progress``; ``progress=False`` for none).
 
 Everything is deterministic given ``seed``: Monte Carlo model ``i`` uses
 ``jax.random.fold_in(jax.random.key(seed), i)``; the book's path-dependent positions use
@@ -262,6 +269,8 @@ def run_demo(
     seed: int = 0,
     quick: bool = False,
     log: Callable[[str], None] = print,
+    cache: bool = True,
+    progress: bool = True,
 ) -> dict:
     """Run the demo and write ``report.html``, ``smiles.png``, ``prices.csv``,
     ``summary.json`` and the sub-reports (``calibration/``, ``sensitivities/``, ``stress/``,
@@ -273,6 +282,11 @@ def run_demo(
       quick: reduced sizes (11 strikes per expiry, 20,000 paths, 15 QE steps; 2,000 paths
         per stress scenario and sweep scenario, a 24-scenario sweep).
       log: receives one progress line per stage.
+      cache: turn on the persistent compilation cache first (``$QMR_CACHE_DIR``, default
+        ``~/.cache/qmr_jax/jax``; ``QMR_CACHE_DIR=off`` keeps it off); its state is logged
+        once.
+      progress: progress of the stress scenarios and of the sweep on stderr (a bar on a
+        terminal, a line every few seconds elsewhere).
 
     Returns:
       The summary dictionary written to ``summary.json``.
@@ -285,6 +299,10 @@ def run_demo(
             'the demo needs float64: call jax.config.update("jax_enable_x64", True) first'
         )
     t_start = time.perf_counter()
+    from ._cache import cache_status, enable_compilation_cache
+
+    if cache:
+        enable_compilation_cache()
     cfg = DemoConfig.quick_config(seed) if quick else DemoConfig(seed=seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +313,7 @@ def run_demo(
     data_present = data_dir.is_dir()
     log(f"qmr demo: BTC-like market, spot {spot:,.0f} USD, seed {seed}"
         f"{' (quick)' if quick else ''}")
+    log(cache_status())
     log(f"market data folder {data_dir}: " + (
         "found (used by the calibration step and the historical replays)" if data_present
         else "not found (the calibration step uses a synthetic chain; the historical replays "
@@ -402,7 +421,8 @@ def run_demo(
 
     calib, fitted = _calibrations(out, cfg, data_present, log)
     sens = _book_sensitivities(out, market, cfg, log)
-    stress_summary, sweep_summary = _stress_and_sweep(out, cfg, fitted, data_dir, log)
+    stress_summary, sweep_summary = _stress_and_sweep(out, cfg, fitted, data_dir, log,
+                                                      progress=progress)
 
     wall = time.perf_counter() - t_start
     files = ["prices.csv", "report.html", "smiles.png", "summary.json"]
@@ -474,7 +494,9 @@ def _calibrations(out: Path, cfg: DemoConfig, data_present: bool, log) -> tuple[
     t0 = time.perf_counter()
     if data_present:
         chain = load_deribit(currency="BTC", snapshot="last")
-        source = f"Deribit BTC, last snapshot {chain['snapshot'].iloc[0]}"
+        when = pd.Timestamp(chain["snapshot"].iloc[0])
+        when = when.tz_convert("UTC") if when.tzinfo is not None else when
+        source = f"Deribit BTC, last snapshot {when:%Y-%m-%d %H:%M} UTC"
         market = chain_market(chain)
     else:
         market = BTC_MARKET
@@ -588,7 +610,7 @@ def _short(text: str, n: int = 110) -> str:
 
 
 def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
-                      log) -> tuple[dict | None, dict | None]:
+                      log, progress: bool = True) -> tuple[dict | None, dict | None]:
     """Stress the sample book over the scenario library and run a sweep under the calibrated
     model: ``out/stress`` and ``out/sweep``; the ``summary.json`` entries (``None`` when the
     book or the library is absent)."""
@@ -642,7 +664,8 @@ def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
     # the historical-simulation comparison of path scenarios: full demo only (it revalues
     # the book under every daily move since 2017, a few seconds per path scenario)
     run = stress(book, model, market, scenarios, key=key, n_paths=cfg.stress_paths,
-                 engine=engine, data_dir=data_dir, historical=not cfg.quick)
+                 engine=engine, data_dir=data_dir, historical=not cfg.quick,
+                 progress=bool(progress))
     table = run.table
     ok = table["status"] == "ok"
     meta = dict(run.meta, seed=cfg.seed, model_source=model_label, book_file=str(book_path),
@@ -665,7 +688,7 @@ def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
     for name, st in failed.items():
         if name not in missing:
             log(f"  {name}: {_short(st)}")
-    log(f"wrote {out / 'stress' / 'stress.html'}")
+    log(f"wrote {out / 'stress' / 'report.html'}")
 
     def num(v):
         return None if v is None or not np.isfinite(v) else float(v)
@@ -680,7 +703,7 @@ def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
         base_value_usd=float(np.sum(engine.base_values)),
         worst=[{"scenario": str(n), "kind": str(r["kind"]), "pnl_usd": float(r["pnl_usd"]),
                 "es99": num(r.get("es99"))} for n, r in worst.head(3).iterrows()],
-        report="stress/stress.html",
+        report="stress/report.html",
         seconds=time.perf_counter() - t0,
     )
 
@@ -697,7 +720,7 @@ def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
         f"{cfg.sweep_paths:,} paths each, common random numbers")
     try:
         res = sweep(engine, design, key=key, out=sweep_dir, n_paths=cfg.sweep_paths,
-                    levels=levels, progress=None)
+                    levels=levels, progress=bool(progress))
         sweep_report(res, sweep_dir)
     except (ValueError, FloatingPointError, RuntimeError) as exc:
         log(f"  sweep failed: {exc}")
@@ -734,6 +757,9 @@ def _stress_and_sweep(out: Path, cfg: DemoConfig, fitted: dict, data_dir: Path,
 
 def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
     page = Page("qmr_jax demo: BTC-like smiles under five models")
+    nav = report_links(summary)
+    if nav:
+        page.add_nav(nav)
     mkt = summary["market"]
     page.add_paragraph(
         f"Spot {mkt['spot']:,.0f} USD, rate {mkt['rate']:.2%}, funding (div) {mkt['div']:.2%}; "
@@ -873,6 +899,22 @@ def _write_report(out: Path, summary: dict, prices: pd.DataFrame) -> Path:
     return page.write(out / "report.html")
 
 
+def report_links(summary: dict) -> list[tuple[str, str]]:
+    """``(text, href)`` of every sub-report of a demo summary, in the page's order: the
+    calibration report of each model, the sensitivities, the stress scenarios, the sweep."""
+    links = []
+    cal = summary.get("calibration") or {}
+    for m, f in (cal.get("fits") or {}).items():
+        if f.get("report"):
+            links.append((f"{m} calibration", f["report"]))
+    for key, text in (("sensitivities", "Sensitivities"), ("stress", "Stress scenarios"),
+                      ("sweep", "Stress sweep")):
+        part = summary.get(key) or {}
+        if part.get("report"):
+            links.append((text, part["report"]))
+    return links
+
+
 def _stress_section(page: Page, st: dict | None, sw: dict | None) -> None:
     """The "Stress testing" section of ``report.html``: links and headline figures."""
     if not st and not sw:
@@ -926,4 +968,4 @@ def _stress_section(page: Page, st: dict | None, sw: dict | None) -> None:
 
 __all__ = ["run_demo", "DemoConfig", "BTC_MARKET", "BTC_MODELS", "smile_grid",
            "default_data_dir", "example_book_path", "stress_book_path", "chain_market",
-           "rescale_book"]
+           "rescale_book", "report_links"]

@@ -14,18 +14,27 @@ scenario). P&L is in USD, positive = gain; VaR and ES are positive losses.
 * ``sweep_report(result, out_dir)`` - heatmaps, ``worst.csv``, ``es_contributions.csv`` and
   ``.png``, ``results.csv`` and ``report.html`` of a sweep;
 * ``stress_table(rows)`` - a fixed-width terminal table of a few scenarios;
+  ``print_stress_table(rows)`` prints it, with ``rich`` on a terminal;
 * ``stress_report(rows, positions, out_dir)`` - ``stress.csv``, ``positions.csv``, a bar chart
-  and a scenario x position heatmap, ``stress.html``.
+  and a scenario x position heatmap, ``report.html``.
+
+Display: design dimensions in their units (``dim_label``, ``dim_ticks``: spot moves in %, vol
+shifts in vol points, horizons in days, ``scale.*`` as multipliers), ticks rounded to the
+grid's resolution; amounts with thousands separators and never in scientific notation, and
+magnitudes below ``zero_threshold`` (a cent, or ``ZERO_RELATIVE`` of the book's gross
+exposure) shown as 0.
 
 Nothing here imports JAX; figures are ``matplotlib.figure.Figure`` objects on the Agg canvas.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +45,7 @@ from matplotlib.ticker import FuncFormatter
 
 from .figures import _new_figure, save_figure
 from .html import Page
-from .tables import Column, html_table, text_table
+from .tables import Column, format_fixed, format_sig, html_table, text_table
 
 _METRIC = re.compile(r"^(mean|std|worst|best|cost|pnl_usd|pnl_coin|(var|es)\d+(_se)?"
                      r"|pnl\..+|es_contrib\..+)$")
@@ -51,20 +60,64 @@ MAX_LEVELS = 20
 """A dimension with more distinct values (a random design) is binned into ``BINS`` bins."""
 BINS = 10
 
-# dimension -> (axis label, tick formatter)
-_DIMS: dict[str, tuple[str, Any]] = {
-    "spot": ("spot move (%)", lambda v: f"{100 * v:+.4g}%"),
-    "vol": ("vol shift (vol points, %)", lambda v: f"{100 * v:+.4g}"),
-    "term": ("short-end vol shift (vol points, %)", lambda v: f"{100 * v:+.4g}"),
-    "skew": ("rho shift", lambda v: f"{v:+.3g}"),
-    "rate": ("rate shift (%)", lambda v: f"{100 * v:+.4g}%"),
-    "basis": ("basis shift (%/yr)", lambda v: f"{100 * v:+.4g}%"),
-    "horizon": ("horizon (days)", lambda v: f"{365 * v:.4g}"),
-    "drift": ("real-world drift (%/yr)", lambda v: f"{100 * v:+.4g}%"),
-    "spread": ("half-spread multiplier (x)", lambda v: f"x{v:.3g}"),
-    "impact_bps": ("market impact (bps)", lambda v: f"{v:.4g}"),
-    "exit_fraction": ("share of book closed out (%)", lambda v: f"{100 * v:.4g}%"),
+ZERO_USD = 0.01
+"""USD amounts below a cent in absolute value are shown as 0."""
+ZERO_RELATIVE = 1e-9
+"""... and so are amounts below this share of the book's gross exposure (``gross_usd`` of the
+stress meta or the sweep manifest), whichever is larger: revaluation noise such as
+``1.4e-11`` USD (the P&L of an unshocked book) prints as ``0``, never in scientific
+notation. The CSV files keep the exact numbers."""
+ZERO_COIN = 1e-8
+"""Coin amounts below this (one satoshi) are shown as 0."""
+
+
+def zero_threshold(gross_usd: float | None = None) -> float:
+    """The USD magnitude below which an amount is shown as 0: ``ZERO_USD`` or
+    ``ZERO_RELATIVE`` times the gross exposure, whichever is larger."""
+    try:
+        g = abs(float(gross_usd))
+    except (TypeError, ValueError):
+        g = 0.0
+    return max(ZERO_USD, ZERO_RELATIVE * g) if math.isfinite(g) else ZERO_USD
+
+
+@dataclass(frozen=True)
+class _Dim:
+    """How a design dimension is displayed: ``value * scale`` with ``prefix``/``suffix``,
+    a ``+`` before positive values when ``signed``."""
+
+    label: str
+    scale: float = 1.0
+    suffix: str = ""
+    signed: bool = True
+    prefix: str = ""
+
+
+# the units are those of ``Shock`` (qmr_jax.stress.shocks): spot a relative move, vol/term
+# absolute vol (0.10 = 10 vol points), horizon in years, scale.* multipliers
+_DIMS: dict[str, _Dim] = {
+    "spot": _Dim("spot move (%)", 100.0, "%"),
+    "vol": _Dim("vol shift (vol points)", 100.0),
+    "term": _Dim("short-end vol shift (vol points)", 100.0),
+    "skew": _Dim("rho shift (skew)"),
+    "rate": _Dim("USD rate shift (%)", 100.0, "%"),
+    "basis": _Dim("basis shift (%/yr)", 100.0, "%"),
+    "horizon": _Dim("horizon (days)", 365.0, signed=False),
+    "drift": _Dim("real-world drift (%/yr)", 100.0, "%"),
+    "spread": _Dim("half-spread multiplier (x)", signed=False, prefix="x"),
+    "impact_bps": _Dim("market impact (bps)", signed=False),
+    "exit_fraction": _Dim("share of the book closed out (%)", 100.0, "%", signed=False),
 }
+
+
+def _dim(name: str) -> _Dim:
+    if name in _DIMS:
+        return _DIMS[name]
+    if name.startswith("scale."):
+        return _Dim(f"{name[6:]} multiplier (x base value)", signed=False, prefix="x")
+    if name.startswith("shift."):
+        return _Dim(f"{name[6:]} shift (added to the base value)")
+    return _Dim(name, signed=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,42 +165,73 @@ def metrics(table: pd.DataFrame) -> list[str]:
 
 
 def dim_label(name: str) -> str:
-    """Axis label with units of a design dimension."""
-    if name in _DIMS:
-        return _DIMS[name][0]
-    if name.startswith("scale."):
-        return f"scale of {name[6:]} (x)"
-    if name.startswith("shift."):
-        return f"shift of {name[6:]}"
-    return name
+    """Axis label with units of a design dimension: ``spot move (%)``, ``vol shift (vol
+    points)``, ``horizon (days)``, ``xi multiplier (x base value)``."""
+    return _dim(name).label
+
+
+def _tick_text(d: _Dim, v: float, decimals: int | None) -> str:
+    """One scaled value: ``decimals`` fixed (``None``: 4 significant digits); 0 unsigned."""
+    if not math.isfinite(v):
+        return "-"
+    text = format_sig(v, 4) if decimals is None else f"{v:,.{decimals}f}"
+    if float(text.replace(",", "")) == 0.0:
+        text = "0"
+    elif d.signed and v > 0:
+        text = "+" + text
+    return f"{d.prefix}{text}{d.suffix}"
 
 
 def dim_tick(name: str, value) -> str:
-    """A dimension's value in its display units (``spot`` -0.3 -> ``-30%``)."""
+    """A dimension's value in its display units, 4 significant digits (``spot`` -0.3 ->
+    ``-30%``, ``vol`` 0.1 -> ``+10``, ``horizon`` 7/365 -> ``7``, ``scale.xi`` 2 -> ``x2``);
+    values within 1e-12 of 0 print as ``0``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         return str(value)
-    if math.isnan(v):
-        return "-"
-    if name in _DIMS:
-        return _DIMS[name][1](v)
-    if name.startswith("scale."):
-        return f"x{v:.3g}"
-    if name.startswith("shift."):
-        return f"{v:+.3g}"
-    return f"{v:.4g}"
+    d = _dim(name)
+    x = v * d.scale
+    return _tick_text(d, 0.0 if abs(x) < 1e-12 else x, None)
+
+
+def dim_ticks(name: str, values) -> list[str]:
+    """Tick labels of a grid of a dimension's values, rounded to the grid's resolution.
+
+    The decimals are the fewest that keep every value within 5% of the smallest step
+    between distinct values (``np.linspace(-0.4, 0.2, 13)`` gives ``-40%`` .. ``+20%`` in
+    steps of 5, and ``0%`` where the grid's arithmetic left ``5.6e-17``); values within 1e-6
+    steps of 0 print as ``0``. A single value gets 4 significant digits (``dim_tick``).
+    """
+    d = _dim(name)
+    try:
+        x = np.asarray(values, np.float64) * d.scale
+    except (TypeError, ValueError):
+        return [str(v) for v in values]
+    u = np.unique(x[np.isfinite(x)])
+    step = float(np.min(np.diff(u))) if u.size > 1 else 0.0
+    if not step > 0:
+        return [dim_tick(name, v) for v in np.asarray(values, np.float64)]
+    x = np.where(np.abs(x) < 1e-6 * step, 0.0, x)
+    decimals = 6
+    for k in range(7):
+        if np.max(np.abs(np.round(u, k) - u)) <= 0.05 * step:
+            decimals = k
+            break
+    return [_tick_text(d, float(v), decimals) for v in x]
 
 
 def _unit(metric: str) -> str:
     return "coin" if metric == "pnl_coin" or metric.endswith("_coin") else "USD"
 
 
-def _compact(v: float) -> str:
-    """Short cell text: ``-12.3k``, ``1.25M``, ``950``."""
+def _compact(v: float, zero: float = ZERO_USD) -> str:
+    """Short cell text: ``-12.3k``, ``1.25M``, ``950``, ``0`` below ``zero``."""
     if not np.isfinite(v):
         return ""
     a = abs(v)
+    if a < zero:
+        return "0"
     if a >= 1e9:
         return f"{v / 1e9:.2f}B"
     if a >= 1e6:
@@ -158,11 +242,16 @@ def _compact(v: float) -> str:
         return f"{v / 1e3:.1f}k"
     if a >= 10:
         return f"{v:.0f}"
-    return f"{v:.3g}"
+    return format_fixed(v, 2, zero=zero)
 
 
-def _usd(v) -> str:
-    return _fmt(v, ",.2f")
+def _usd(v, zero: float = ZERO_USD) -> str:
+    return format_fixed(v, 2, zero=zero)
+
+
+def _money(decimals: int, zero: float):
+    """A cell formatter: ``decimals`` decimals, thousands separators, 0 below ``zero``."""
+    return lambda v: format_fixed(v, decimals, zero=zero)
 
 
 def _fmt(v, spec: str) -> str:
@@ -226,8 +315,39 @@ def heatmap_grid(table: pd.DataFrame, x: str, y: str, metric: str, *,
     return grid.sort_index(axis=0).sort_index(axis=1)
 
 
+def _amount_formatter(span: float) -> FuncFormatter:
+    """Colour-bar ticks: whole numbers with thousands separators over a span of 10 or more,
+    else 3 significant digits (never ``-0`` or scientific notation)."""
+    if span >= 10:
+        return FuncFormatter(lambda v, _: format_fixed(v, 0, zero=1e-9 * span))
+    return FuncFormatter(lambda v, _: format_sig(0.0 if abs(v) < 1e-9 * max(span, 1e-300)
+                                                 else v, 3))
+
+
+def uniform_value(cells, zero: float = ZERO_USD) -> float | None:
+    """The common value of an array whose finite entries (at least two) all lie within
+    ``zero`` of each other, or ``None``: a heatmap of such cells is one solid colour, and
+    says so instead."""
+    v = np.asarray(cells, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or float(v.max() - v.min()) > zero:
+        return None
+    return float(np.mean(v))
+
+
+def uniform_note(metric: str, value: float, n: int, zero: float = ZERO_USD) -> str:
+    """``all 12 cells equal: 0 USD (no variation over the two axes)``."""
+    unit = _unit(metric)
+    text = _money(4 if unit == "coin" else 0, zero)(value)
+    return f"all {n} cells equal: {text} {unit} (no variation over the two axes)"
+
+
+def _metric_zero(metric: str, zero: float) -> float:
+    return ZERO_COIN if _unit(metric) == "coin" else zero
+
+
 def pnl_heatmap(table: pd.DataFrame, x: str, y: str, metric: str, *, agg="mean",
-                title: str | None = None):
+                title: str | None = None, zero: float = ZERO_USD):
     """A heatmap of ``metric`` over the design dimensions ``x`` (columns) and ``y`` (rows).
 
     Args:
@@ -237,11 +357,15 @@ def pnl_heatmap(table: pd.DataFrame, x: str, y: str, metric: str, *, agg="mean",
       agg: aggregation over the other dimensions (a pandas aggregation: ``"mean"``,
         ``"min"`` for the worst P&L, ``"max"`` for the worst VaR/ES, or a callable).
       title: axes title (default: metric and aggregation).
+      zero: USD magnitude shown as 0 (``zero_threshold``); cells that all lie within it of
+        each other count as equal (coin metrics: ``ZERO_COIN``).
 
     Returns:
       A ``Figure``; ``fig.axes[0].images[0].get_array()`` holds the grid (rows: ascending
       ``y``, drawn bottom to top). P&L metrics use a diverging map centred at 0 (red: loss),
-      VaR/ES/std/cost a sequential one (darker: worse).
+      VaR/ES/std/cost a sequential one (darker: worse). Tick labels are rounded to the grid's
+      resolution (``dim_ticks``). When every cell is equal (``uniform_value``) the figure
+      says so in its middle (``uniform_note``) instead of annotating each cell.
 
     Raises:
       ValueError: an unknown dimension or metric (the message lists the available ones).
@@ -250,6 +374,7 @@ def pnl_heatmap(table: pd.DataFrame, x: str, y: str, metric: str, *, agg="mean",
     cells = grid.to_numpy(np.float64)
     ny, nx = cells.shape
     finite = cells[np.isfinite(cells)]
+    zero = _metric_zero(metric, zero)
     fig = _new_figure((max(5.5, 0.75 * nx + 3.0), max(4.0, 0.5 * ny + 2.0)))
     ax = fig.subplots()
     ax.set_facecolor("0.93")
@@ -257,31 +382,39 @@ def pnl_heatmap(table: pd.DataFrame, x: str, y: str, metric: str, *, agg="mean",
     if loss:
         lo = float(finite.min()) if finite.size else 0.0
         hi = float(finite.max()) if finite.size else 1.0
-        norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+        norm = Normalize(vmin=lo, vmax=hi if hi - lo > zero else lo + max(1.0, abs(lo)))
         cmap = "OrRd"
     else:
         vmax = float(np.max(np.abs(finite))) if finite.size else 1.0
-        vmax = vmax if vmax > 0 else 1.0
+        vmax = vmax if vmax > zero else 1.0
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
         cmap = "RdBu"
     img = ax.imshow(np.ma.masked_invalid(cells), cmap=cmap, norm=norm, origin="lower",
                     aspect="auto", interpolation="nearest")
-    if nx <= ANNOTATE_MAX and ny <= ANNOTATE_MAX:
+    same = uniform_value(cells, zero)
+    if same is not None:
+        note = uniform_note(metric, same, int(finite.size), zero)
+        ax.text(0.5, 0.5, note.replace(" (", "\n("), transform=ax.transAxes,
+                ha="center", va="center", fontsize="medium",
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
+    elif nx <= ANNOTATE_MAX and ny <= ANNOTATE_MAX:
         for (i, j), v in np.ndenumerate(cells):
             if np.isfinite(v):
                 dark = norm(v) > 0.75 if loss else abs(norm(v) - 0.5) > 0.35
-                ax.text(j, i, _compact(v), ha="center", va="center", fontsize=7,
+                ax.text(j, i, _compact(v, zero), ha="center", va="center", fontsize=7,
                         color="white" if dark else "black")
     step_x = max(1, math.ceil(nx / 16))
     step_y = max(1, math.ceil(ny / 20))
-    ax.set_xticks(np.arange(nx)[::step_x], [dim_tick(x, v) for v in grid.columns][::step_x],
+    ax.set_xticks(np.arange(nx)[::step_x], dim_ticks(x, grid.columns)[::step_x],
                   rotation=45 if nx > 6 else 0, fontsize="small")
-    ax.set_yticks(np.arange(ny)[::step_y], [dim_tick(y, v) for v in grid.index][::step_y],
+    ax.set_yticks(np.arange(ny)[::step_y], dim_ticks(y, grid.index)[::step_y],
                   fontsize="small")
     ax.set_xlabel(dim_label(x))
     ax.set_ylabel(dim_label(y))
-    cbar = fig.colorbar(img, ax=ax, shrink=0.9)
-    cbar.set_label(f"{metric} ({_unit(metric)})")
+    if same is None:  # one colour says nothing: the note gives the value
+        cbar = fig.colorbar(img, ax=ax, shrink=0.9)
+        cbar.set_label(f"{metric} ({_unit(metric)})")
+        cbar.ax.yaxis.set_major_formatter(_amount_formatter(norm.vmax - norm.vmin))
     others = [d for d in dimensions(table) if d not in (x, y)]
     if title is None:
         agg_name = agg if isinstance(agg, str) else getattr(agg, "__name__", "agg")
@@ -297,8 +430,9 @@ def _profile_figure(table: pd.DataFrame, x: str, metric: str, *, agg, title: str
     fig = _new_figure((7.0, 4.0))
     ax = fig.subplots()
     ax.plot(np.arange(len(s)), s.to_numpy(), "-o", ms=4, color="#2b7bba")
-    ax.set_xticks(np.arange(len(s)), [dim_tick(x, v) for v in s.index], fontsize="small",
+    ax.set_xticks(np.arange(len(s)), dim_ticks(x, s.index), fontsize="small",
                   rotation=45 if len(s) > 8 else 0)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.grid(True, alpha=0.3)
     ax.set_xlabel(dim_label(x))
@@ -440,6 +574,83 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(name)).strip("-")
 
 
+def _date_text(t) -> str:
+    """A date or time: ``2022-11-09`` at midnight, else ``2022-11-09 08:00`` (UTC)."""
+    ts = pd.Timestamp(t)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC")
+    return str(ts.date()) if ts == ts.normalize() else ts.strftime("%Y-%m-%d %H:%M")
+
+
+def _value_text(v) -> str:
+    """Any fact as reader's text: numbers to 4 significant digits with thousands separators
+    (integers in full), mappings as ``key value, ...``, sequences comma-separated, dates as
+    ``YYYY-MM-DD``."""
+    if isinstance(v, np.datetime64):
+        return _date_text(v)
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return format_sig(v, 4)
+    if isinstance(v, _dt.date):
+        return _date_text(v)
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k} {_value_text(x)}" for k, x in v.items())
+    if isinstance(v, list | tuple | np.ndarray):
+        return ", ".join(_value_text(x) for x in v)
+    return str(v)
+
+
+def model_text(model: Mapping[str, Any] | str) -> str:
+    """``Heston: v0 0.3621, kappa 2.013, ...`` from ``{"type": ..., field: value}`` (4
+    significant digits)."""
+    if not isinstance(model, Mapping):
+        return str(model)
+    m = dict(model)
+    kind = m.pop("type", "model")
+    return f"{kind}: " + ", ".join(f"{k} {format_sig(v, 4)}" for k, v in m.items())
+
+
+def market_text(market: Mapping[str, Any] | str) -> str:
+    """``spot 60,000.00 USD, USD rate 4.00%, funding (div) 0.00%``."""
+    if not isinstance(market, Mapping):
+        return str(market)
+    names = {"rate": "USD rate", "div": "funding (div)"}
+    parts = []
+    for k, v in market.items():
+        if k == "spot":
+            parts.append(f"spot {format_fixed(v, 2)} USD")
+        elif k in names:
+            parts.append(f"{names[k]} {format_fixed(100 * float(v), 2)}%")
+        else:
+            parts.append(f"{k} {_value_text(v)}")
+    return ", ".join(parts)
+
+
+def _levels_text(levels) -> str:
+    return ", ".join(f"{format_sig(100 * float(a), 4)}%" for a in levels)
+
+
+def _key_text(key) -> str:
+    return ", ".join(str(int(k)) for k in np.ravel(key)) if key is not None else "-"
+
+
+_SHOCK_DEFAULTS = {"spread": 1.0}
+
+
+def _unit_word(name: str) -> str:
+    """The unit after a dimension's value in running text (``%`` and ``x`` are in the
+    value already): `` vol points``, `` days``, `` bps``."""
+    return {"vol": " vol points", "term": " vol points", "horizon": " days",
+            "impact_bps": " bps"}.get(name, "")
+
+
 def _facts(manifest: Mapping[str, Any], n_rows: int) -> dict[str, str]:
     m = dict(manifest or {})
     facts: dict[str, str] = {}
@@ -448,37 +659,45 @@ def _facts(manifest: Mapping[str, Any], n_rows: int) -> dict[str, str]:
         pos = book.get("positions") or []
         facts["book"] = (f"{book.get('name', '-')} ({book.get('currency', '-')}), "
                          f"{len(pos)} positions: {', '.join(map(str, pos))}")
-    model = dict(m.get("model") or {})
-    if model:
-        kind = model.pop("type", "model")
-        facts["model"] = f"{kind}(" + ", ".join(
-            f"{k}={v:.6g}" if isinstance(v, int | float) else f"{k}={v}"
-            for k, v in model.items()) + ")"
-    market = m.get("market") or {}
-    if market:
-        facts["market"] = ", ".join(
-            f"{k}={v:,.6g}" if isinstance(v, int | float) else f"{k}={v}"
-            for k, v in market.items())
+    if m.get("model"):
+        facts["model"] = model_text(m["model"])
+    if m.get("market"):
+        facts["market"] = market_text(m["market"])
+    if m.get("gross_usd") is not None:
+        facts["gross exposure"] = f"{format_fixed(m['gross_usd'], 0)} USD"
     design = m.get("design") or {}
-    facts["n_scenarios"] = f"{m.get('n_scenarios', n_rows):,}"
+    facts["scenarios"] = f"{int(m.get('n_scenarios', n_rows)):,}"
     if design:
+        dims = design.get("dims") or {}
         facts["design"] = f"{design.get('kind', '-')}" + (
             f" (seed {design['seed']})" if design.get("seed") is not None else "") + (
-            ": " + ", ".join(f"{k} in [{v[0]:g}, {v[1]:g}] ({v[2]} values)"
-                             for k, v in (design.get("dims") or {}).items()))
+            ": " + "; ".join(f"{k} " + " to ".join(dim_ticks(k, v[:2])) + _unit_word(k)
+                             + f" ({int(v[2]):,} values)" for k, v in dims.items()))
+        base = {k: v for k, v in (design.get("base") or {}).items()
+                if k not in dims and isinstance(v, int | float)
+                and float(v) != _SHOCK_DEFAULTS.get(k, 0.0)}
+        for kind in ("scale", "shift"):
+            base |= {f"{kind}.{k}": v for k, v in ((design.get("base") or {}).get(kind) or {}
+                                                   ).items() if f"{kind}.{k}" not in dims}
+        if base:
+            facts["in every scenario"] = "; ".join(f"{k} {dim_tick(k, v)}{_unit_word(k)}"
+                                                   for k, v in base.items())
     n_paths = m.get("n_paths")
     if n_paths is not None:
-        facts["n_paths"] = ("0 (instantaneous revaluation)" if n_paths == 0
-                            else f"{n_paths:,} per scenario")
-    for k in ("steps", "crn", "revalue"):
-        if m.get(k) is not None:
-            facts[k] = str(m[k])
-    if m.get("levels"):
-        facts["levels"] = ", ".join(f"{100 * float(a):g}%" for a in m["levels"])
+        facts["paths"] = ("0 (instantaneous revaluation)" if n_paths == 0
+                          else f"{int(n_paths):,} per scenario")
+    if m.get("steps"):
+        facts["time steps"] = f"{int(m['steps']):,} over the horizon"
+    if m.get("crn") is not None and n_paths:
+        facts["common random numbers"] = "yes" if m["crn"] else "no"
+    if m.get("revalue") and n_paths:
+        facts["horizon revaluation"] = str(m["revalue"])
+    if m.get("levels") and n_paths:
+        facts["VaR/ES levels"] = _levels_text(m["levels"])
     if m.get("contrib_level") is not None and n_paths:
-        facts["ES contribution level"] = f"{100 * float(m['contrib_level']):g}%"
+        facts["ES contribution level"] = _levels_text([m["contrib_level"]])
     if m.get("key") is not None:
-        facts["seed/key"] = str(m["key"])
+        facts["PRNG key data"] = _key_text(m["key"])
     if m.get("dtype"):
         facts["dtype"] = str(m["dtype"])
     return facts
@@ -509,10 +728,15 @@ def _heat_metrics(table: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
-def _metric_column(name: str) -> Column:
-    if name == "pnl_coin" or name.endswith("_coin"):
-        return Column(name, fmt=lambda v: _fmt(v, ",.4f"), numeric=True)
-    return Column(name, fmt=lambda v: _fmt(v, ",.0f"), numeric=True)
+SWEEP_UNITS = ("P&L in USD, positive = gain; VaR and ES are positive losses. Spot moves in %, "
+               "vol shifts in vol points (an absolute shift of the implied vol level: +10 is "
+               "60% -> 70%), horizons in days, x: multipliers of a model parameter.")
+
+
+def _metric_column(name: str, zero: float = ZERO_USD) -> Column:
+    if _unit(name) == "coin":
+        return Column(name, fmt=_money(4, ZERO_COIN), numeric=True)
+    return Column(name, fmt=_money(0, zero), numeric=True)
 
 
 def sweep_report(result, out_dir: str | Path, *, pairs=None,
@@ -547,15 +771,22 @@ def sweep_report(result, out_dir: str | Path, *, pairs=None,
     title = title or "Stress sweep" + (f": {book}" if book else "")
     paths: dict[str, Path] = {}
     figures: list[tuple[str, str]] = []
+    zero = zero_threshold(manifest.get("gross_usd"))
 
     for metric, agg in _heat_metrics(table):
         what = "worst case" if agg in ("min", "max") else agg
         for x, y in chosen:
             name = f"heatmap_{_slug(metric)}_{_slug(x)}_{_slug(y)}.png"
             others = [d for d in dims if d not in (x, y)]
-            cap = (f"{metric} over {x} and {y}"
+            cap = (f"{metric} over {dim_label(x)} and {dim_label(y)}"
                    + (f"; {what} ({agg}) over {', '.join(others)}" if others else ""))
-            paths[name] = save_figure(pnl_heatmap(table, x, y, metric, agg=agg), out / name)
+            cells = heatmap_grid(table, x, y, metric, agg=agg).to_numpy(np.float64)
+            same = uniform_value(cells, _metric_zero(metric, zero))
+            if same is not None:
+                cap += ". Note: " + uniform_note(metric, same,
+                                                 int(np.isfinite(cells).sum()), zero)
+            paths[name] = save_figure(pnl_heatmap(table, x, y, metric, agg=agg, zero=zero),
+                                      out / name)
             figures.append((name, cap))
         if not chosen and len(dims) == 1:
             name = f"profile_{_slug(metric)}_{_slug(dims[0])}.png"
@@ -582,8 +813,8 @@ def sweep_report(result, out_dir: str | Path, *, pairs=None,
 
     page = Page(title)
     page.add_key_values(_facts(manifest, len(table)))
-    page.add_paragraph("P&L in USD, positive = gain; VaR and ES are positive losses. Spot and "
-                       "vol shocks in %, horizons in days.", note=True)
+    page.add_paragraph(SWEEP_UNITS + f" Amounts below {format_fixed(zero, 2)} USD show as 0 "
+                       "(numerical noise; the CSV files keep the exact numbers).", note=True)
     clamped = clamped_summary(table)
     if clamped:
         page.add_paragraph(clamped, note=True)
@@ -596,19 +827,21 @@ def sweep_report(result, out_dir: str | Path, *, pairs=None,
     cols = [Column("scenario")]
     cols += [Column(d, dim_label(d), fmt=lambda v, d=d: dim_tick(d, v), numeric=True)
              for d in dims]
-    cols += [_metric_column(c) for c in worst.columns
+    cols += [_metric_column(c, zero) for c in worst.columns
              if c not in ("scenario", "drivers", *NOTE_COLUMNS) and c not in dims]
     if "clamped" in worst.columns:
-        cols.append(Column("clamped", "clamped into the model's domain"))
-    cols.append(Column("drivers", "largest position losses (USD)"))
-    page.add_html(html_table(worst, cols))
+        cols.append(Column("clamped", "clamped into the model's domain", wrap=True))
+    cols.append(Column("drivers", "largest position losses (USD)", wrap=True))
+    page.add_table(html_table(worst, cols))
     if contrib is not None:
         scen = contrib.attrs.get("scenario")
         page.add_heading(f"ES contributions, scenario {scen}")
-        page.add_html(html_table(contrib, [
-            Column("position"), Column("es_contrib", "ES contribution (USD)", fmt=",.0f"),
+        page.add_table(html_table(contrib, [
+            Column("position"), Column("es_contrib", "ES contribution (USD)",
+                                       fmt=_money(0, zero), numeric=True),
             Column("share", fmt=lambda v: _fmt(100 * v if v is not None else v, ".1f") + "%",
-                   numeric=True)] + ([Column("pnl", "mean P&L (USD)", fmt=",.0f")]
+                   numeric=True)] + ([Column("pnl", "mean P&L (USD)", fmt=_money(0, zero),
+                                             numeric=True)]
                                      if "pnl" in contrib.columns else [])))
         page.add_image("es_contributions.png", alt="ES contributions",
                        caption="Per-position contributions to the ES of the worst scenario "
@@ -622,16 +855,38 @@ def sweep_report(result, out_dir: str | Path, *, pairs=None,
 # named scenarios
 
 
-def _column_for(name: str, values: pd.Series) -> Column:
+_USD_COLUMN = re.compile(r"^(pnl_usd|cost|worst|best|mean|std|spot_after|base_value_usd|"
+                         r"gross_usd|(hist_)?(var|es)\d+(_se)?|.*_usd|pnl\..+|es_contrib\..+)$")
+_COUNT_COLUMNS = ("n_paths", "steps", "hist_n")
+_TEXT_NA = ("", "nan", "None")
+
+
+def _text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return str(v)
+
+
+def _column_for(name: str, values: pd.Series, *, zero: float = ZERO_USD, usd_decimals: int = 2,
+                title: str | None = None, wrap: bool = False) -> Column:
+    """The display of a stress-table column: USD amounts with ``usd_decimals`` decimals and
+    thousands separators (0 below ``zero``), coin amounts with 4 decimals, spot after the
+    shock with 2, counts in full (``10,000``), seeds as integers, other numbers to 4
+    significant digits, text as is; never scientific notation."""
     n = str(name)
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return Column(n, fmt=lambda v: "-" if v is None or (isinstance(v, float) and
-                                                             math.isnan(v)) else str(v))
-    if n == "pnl_coin" or n.endswith("_coin"):
-        return Column(n, fmt=lambda v: _fmt(v, ",.4f"), numeric=True)
-    if is_metric(n) or n.startswith(("pnl", "var", "es", "usd")) or n.endswith("_usd"):
-        return Column(n, fmt=_usd, numeric=True)
-    return Column(n, fmt=lambda v: _fmt(v, ".4g"), numeric=True)
+        return Column(n, title, fmt=_text, wrap=wrap)
+    if _unit(n) == "coin":
+        return Column(n, title, fmt=_money(4, ZERO_COIN), numeric=True)
+    if n == "spot_after":
+        return Column(n, title, fmt=_money(2, 0.0), numeric=True)
+    if _USD_COLUMN.match(n):
+        return Column(n, title, fmt=_money(usd_decimals, zero), numeric=True)
+    if n in _COUNT_COLUMNS:
+        return Column(n, title, fmt=lambda v: format_fixed(v, 0), numeric=True)
+    if n == "seed":
+        return Column(n, title, fmt=lambda v: _fmt(v, ".0f"), numeric=True)
+    return Column(n, title, fmt=lambda v: format_sig(v, 4), numeric=True)
 
 
 def _records(rows: pd.DataFrame) -> pd.DataFrame:
@@ -640,43 +895,60 @@ def _records(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def stress_table(rows: pd.DataFrame) -> str:
+def stress_table(rows: pd.DataFrame, *, zero: float = ZERO_USD) -> str:
     """A fixed-width text table of a few scenarios (the frame's columns, in order).
 
-    USD columns (``pnl_usd``, ``cost``, ``var*``, ``es*``, ``mean``, ...) print with thousands
-    separators and 2 decimals, coin columns (``pnl_coin``, ``*_coin``) with 4 decimals, other
-    numbers with 4 significant digits; NaN and None print as ``-``.
+    USD columns (``pnl_usd``, ``cost``, ``worst``, ``var*``, ``es*``, ``hist_es*``, ``mean``,
+    ...) print with thousands separators and 2 decimals (magnitudes below ``zero``, a cent
+    by default, as 0), coin columns (``pnl_coin``, ``*_coin``) with 4 decimals, path counts
+    in full, other numbers with 4 significant digits; NaN and None print as ``-``.
     """
     rows = _records(rows)
-    cols = [_column_for(c, rows[c]) for c in rows.columns]
+    cols = [_column_for(c, rows[c], zero=zero) for c in rows.columns]
     return text_table(rows.to_dict(orient="records"), cols)
 
 
+def print_stress_table(rows: pd.DataFrame, *, stream=None, zero: float = ZERO_USD,
+                       title: str | None = None, terminal: bool | None = None) -> None:
+    """Print ``stress_table``'s table: with ``rich`` on a terminal (losses in red), the same
+    plain text as ``stress_table`` otherwise (``qmr_jax.progress.print_table``)."""
+    from ..progress import print_table
+
+    rows = _records(rows)
+    cols = [_column_for(c, rows[c], zero=zero) for c in rows.columns]
+    print_table(rows.to_dict(orient="records"), cols, stream=stream, title=title,
+                terminal=terminal)
+
+
 def _bar_labels(ax, y, values, texts) -> None:
-    """Value labels on horizontal bars: inside long bars, just outside short ones; the x
-    axis in plain numbers with thousands separators."""
-    finite = np.abs(values[np.isfinite(values)])
-    span = float(finite.max()) if finite.size else 1.0
+    """Value labels on horizontal bars: inside the long bars of each side (within 60% of the
+    longest bar of the same sign, so no label runs past the axes), just outside the short
+    ones; the x axis in plain numbers with thousands separators."""
+    ok = np.isfinite(values)
+    pos, neg = values[ok & (values >= 0)], -values[ok & (values < 0)]
+    span = {True: float(pos.max()) if pos.size else 1.0,
+            False: float(neg.max()) if neg.size else 1.0}
     for yi, vi, t in zip(y, values, texts, strict=True):
         if not np.isfinite(vi) or not t:
             continue
-        inside = abs(vi) > 0.6 * span
+        inside = abs(vi) > 0.6 * span[bool(vi >= 0)]
         right = (vi >= 0) != inside
         ax.text(vi, yi, f" {t} ", va="center", fontsize="x-small",
                 ha="left" if right else "right", color="white" if inside else "black")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
 
 
-def _pnl_bar_figure(rows: pd.DataFrame, *, title: str):
+def _pnl_bar_figure(rows: pd.DataFrame, *, title: str, zero: float = ZERO_USD):
     s = rows.set_index("name")["pnl_usd"].astype(float).sort_values()
     n = len(s)
     fig = _new_figure((8.0, 1.2 + 0.4 * max(n, 1)))
     ax = fig.subplots()
     y = np.arange(n)[::-1]
     v = s.to_numpy()
+    v = np.where(np.abs(v) < zero, 0.0, v)
     ax.barh(y, np.where(np.isfinite(v), v, 0.0), color=np.where(v < 0, "#d9534f", "#5cb85c"),
             alpha=0.85)
-    _bar_labels(ax, y, v, [f"{vi:,.0f}" for vi in v])
+    _bar_labels(ax, y, v, [format_fixed(vi, 0, zero=zero) for vi in v])
     if "status" in rows.columns:  # say why a scenario has no bar
         status = rows.set_index("name")["status"].astype(str).reindex(s.index)
         for yi, vi, st in zip(y, v, status, strict=True):
@@ -692,12 +964,12 @@ def _pnl_bar_figure(rows: pd.DataFrame, *, title: str):
     return fig
 
 
-def _position_heatmap(positions: pd.DataFrame, *, title: str):
+def _position_heatmap(positions: pd.DataFrame, *, title: str, zero: float = ZERO_USD):
     cells = positions.to_numpy(np.float64)
     ny, nx = cells.shape
     finite = cells[np.isfinite(cells)]
     vmax = float(np.max(np.abs(finite))) if finite.size else 1.0
-    vmax = vmax if vmax > 0 else 1.0
+    vmax = vmax if vmax > zero else 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
     fig = _new_figure((max(6.0, 0.8 * nx + 3.5), max(3.0, 0.42 * ny + 2.0)))
     ax = fig.subplots()
@@ -707,21 +979,159 @@ def _position_heatmap(positions: pd.DataFrame, *, title: str):
     if nx <= 20 and ny <= 30:
         for (i, j), v in np.ndenumerate(cells):
             if np.isfinite(v):
-                ax.text(j, i, _compact(v), ha="center", va="center", fontsize=7,
+                ax.text(j, i, _compact(v, zero), ha="center", va="center", fontsize=7,
                         color="white" if abs(norm(v) - 0.5) > 0.35 else "black")
     ax.set_xticks(np.arange(nx), positions.columns.astype(str), rotation=45, ha="right",
                   fontsize="small")
     ax.set_yticks(np.arange(ny), positions.index.astype(str), fontsize="small")
     ax.set_xlabel("position")
     ax.set_ylabel("scenario")
-    fig.colorbar(img, ax=ax, shrink=0.9).set_label("P&L (USD)")
+    cbar = fig.colorbar(img, ax=ax, shrink=0.9)
+    cbar.set_label("P&L (USD)")
+    cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
     ax.set_title(title, fontsize="medium")
     return fig
 
 
 STRESS_FILES = ("stress.csv", "positions.csv", "stress_pnl.png", "stress_positions.png",
-                "stress.html")
-"""The files ``stress_report`` writes."""
+                "report.html")
+"""The files ``stress_report`` writes (its page is ``report.html``, as every report's)."""
+
+WORST_DOC = ("the lowest total P&L: over the paths of a path scenario; over the closes of a "
+             "historical replay after its anchor (the anchor, day 0, is today's book "
+             "unshocked, P&L 0, and is left out); '-' for instantaneous scenarios")
+"""What the ``worst`` column of a stress table is (``qmr_jax.stress.run``)."""
+
+_META_LABELS = {
+    "book": "book", "currency": "currency", "model": "model", "model_source": "model source",
+    "market": "market", "base_value_usd": "book value", "gross_usd": "gross exposure",
+    "seed": "seed", "key": "PRNG key data", "levels": "VaR/ES levels",
+    "n_paths": "paths per path scenario", "rescale_factor": "strike and entry rescale factor",
+    "book_file": "book file", "model_file": "model file",
+}
+
+
+def stress_facts(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The header of a stress report from ``StressRun.meta`` (and whatever a caller adds):
+    the model as ``Heston: v0 0.3621, ...`` (4 significant digits), the market with the spot
+    in USD with thousands separators and rates in %, USD amounts in whole dollars, path
+    counts in full, VaR/ES levels in %, dates as ``YYYY-MM-DD``; any other entry as text
+    (numbers to 4 significant digits, mappings as ``key value, ...``)."""
+    facts: dict[str, str] = {}
+    m = dict(meta or {})
+    book, cur = m.pop("book", None), m.pop("currency", None)
+    if book is not None:
+        facts["book"] = f"{book}" + (f" ({cur})" if cur else "")
+    elif cur is not None:
+        facts["currency"] = str(cur)
+    for k, v in m.items():
+        label = _META_LABELS.get(k, str(k).replace("_", " "))
+        if k == "model":
+            text = model_text(v)
+        elif k == "market":
+            text = market_text(v)
+        elif k in ("base_value_usd", "gross_usd") or str(k).endswith("_usd"):
+            text = f"{format_fixed(v, 2 if k == 'base_value_usd' else 0)} USD"
+        elif k == "levels":
+            text = _levels_text(v)
+        elif k == "key":
+            text = _key_text(v)
+        elif k in ("seed",) and isinstance(v, int | np.integer):
+            text = str(int(v))
+        else:
+            text = _value_text(v)
+        facts[label] = text
+    return facts
+
+
+def _headline_tag(rows: pd.DataFrame) -> str | None:
+    """The VaR/ES level tag of the main table: ``99`` when present, else the highest."""
+    tags = [m.group(1) for c in rows.columns if (m := _ES.match(str(c)))
+            and rows[c].notna().any()]
+    if not tags:
+        return None
+    return "99" if "99" in tags else max(tags, key=lambda t: float("0." + t))
+
+
+def _level(tag: str) -> str:
+    return format_sig(100 * float("0." + tag), 4) + "%"
+
+
+def _present(rows: pd.DataFrame, c: str) -> bool:
+    if c not in rows.columns:
+        return False
+    col = rows[c]
+    if pd.api.types.is_numeric_dtype(col):
+        return bool(col.notna().any())
+    return bool((~col.astype(str).isin(("-", *_TEXT_NA))).any())
+
+
+def _scenario_columns(rows: pd.DataFrame, zero: float, coin: str) -> list[Column]:
+    """The main table: the P&L numbers first, the descriptive columns after."""
+    tag = _headline_tag(rows)
+    spec = [("name", "scenario", None),
+            ("pnl_usd", "P&L (USD)", "total P&L of the book: after the shock (instantaneous), "
+             "the mean over the paths (path), at the last close (historical replay)"),
+            ("pnl_coin", f"P&L ({coin})", "the same in the book's currency"),
+            ("cost", "liquidity cost (USD)", "cost of the scenario's exit at its spreads and "
+             "market impact")]
+    if tag is not None:
+        spec += [(f"var{tag}", f"VaR {_level(tag)} (USD)", "value at risk over the paths "
+                  "(a positive loss)"),
+                 (f"es{tag}", f"ES {_level(tag)} (USD)", "expected shortfall over the paths "
+                  "(a positive loss)")]
+    spec += [("worst", "worst (USD)", WORST_DOC),
+             ("worst_at", "worst at", "the close of a replay's worst P&L"),
+             ("kind", "kind", None), ("horizon_days", "horizon (days)", None),
+             ("spot_after", "spot after (USD)", "spot after the shock (replays: at the last "
+              "close)"),
+             ("status", "status", "ok; n/a: not expressible in this model; error (details "
+              "under Descriptions and notes)"),
+             ("shock", "shock", None)]
+    cols = []
+    for key, title, note in spec:
+        if key != "name" and not _present(rows, key):
+            continue
+        c = _column_for(key, rows[key], zero=zero, usd_decimals=0, title=title,
+                        wrap=key == "shock")
+        fmt = _short_status if key == "status" else c.fmt
+        cols.append(Column(c.key, title, fmt=fmt, numeric=c.numeric, wrap=c.wrap, note=note))
+    return cols
+
+
+def _short_status(v) -> str:
+    text = _text(v)
+    return text.split(":", 1)[0] if ":" in text else text
+
+
+def _risk_rows(rows: pd.DataFrame, zero: float) -> list[dict]:
+    """One row per path scenario and VaR/ES level: VaR and ES with their standard errors,
+    the historical-simulation VaR and ES beside them."""
+    tags = sorted({m.group(1) for c in rows.columns if (m := _ES.match(str(c)))},
+                  key=lambda t: float("0." + t))
+    money = _money(0, zero)
+
+    def pm(r, key):
+        v = r.get(key)
+        if v is None or not np.isfinite(float(v)):
+            return "-"
+        se = r.get(f"{key}_se")
+        ok = se is not None and np.isfinite(float(se))
+        return money(v) + (f" ± {money(se)}" if ok else "")
+
+    out = []
+    for _, r in rows.iterrows():
+        for t in tags:
+            if not any(np.isfinite(float(r.get(k, np.nan))) for k in
+                       (f"var{t}", f"es{t}", f"hist_var{t}", f"hist_es{t}")):
+                continue
+            out.append({"scenario": r["name"], "level": _level(t),
+                        "var": pm(r, f"var{t}"), "es": pm(r, f"es{t}"),
+                        "hist_var": pm(r, f"hist_var{t}"), "hist_es": pm(r, f"hist_es{t}"),
+                        "n_paths": r.get("n_paths"), "steps": r.get("steps"),
+                        "seed": r.get("seed"), "hist_n": r.get("hist_n"),
+                        "hist_window": r.get("hist_window")})
+    return out
 
 
 def stress_report(rows: pd.DataFrame, positions: pd.DataFrame, out_dir: str | Path, *,
@@ -729,55 +1139,106 @@ def stress_report(rows: pd.DataFrame, positions: pd.DataFrame, out_dir: str | Pa
                   ) -> dict[str, Path]:
     """Write the report of a few named scenarios.
 
+    The page (``report.html``) has the facts of ``meta`` (``stress_facts``), the scenario
+    table with the P&L columns first (P&L in USD and coin, liquidity cost, VaR and ES at
+    99% or the highest level present, the worst P&L) and the descriptive ones after (kind,
+    horizon, spot after, status, shock), the bar chart of the total P&L, VaR and ES at every
+    level with their standard errors beside the historical-simulation figures, the
+    descriptions, dates, sources and notes (wrapped), and the P&L per position.
+
+    Amounts in the page are rounded to whole USD (coin to 4 decimals); magnitudes below
+    ``zero_threshold(meta["gross_usd"])`` (a cent, or 1e-9 of the book's gross exposure)
+    show as 0. The CSV files keep the exact numbers.
+
     Args:
       rows: one row per scenario: ``name``, ``kind``, ``description``, ``pnl_usd``,
-        ``pnl_coin``, ``cost`` and, for path/historical scenarios, optional VaR/ES columns.
+        ``pnl_coin``, ``cost`` and, for path/historical scenarios, optional VaR/ES columns
+        (``StressRun.table`` with its index as ``name``).
       positions: scenario x position P&L in USD (index: scenario names; columns: labels).
       out_dir: output folder (created).
       title: page title.
-      meta: facts shown at the top (book, model, seeds, ...).
+      meta: facts shown at the top (``StressRun.meta``: book, model, market, ...; plus
+        e.g. ``seed``).
 
     Returns:
-      File name -> path (``STRESS_FILES``).
+      File name -> path (``STRESS_FILES``; the page under ``"report.html"``).
     """
     rows = _records(rows)
     for c in ("name", "pnl_usd"):
         if c not in rows.columns:
             raise ValueError(f"rows need a {c!r} column; got {', '.join(map(str, rows.columns))}")
+    meta = dict(meta or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in STRESS_FILES}
-    title = title or "Stress scenarios"
+    title = title or "Stress scenarios" + (f": {meta['book']}" if meta.get("book") else "")
+    zero = zero_threshold(meta.get("gross_usd"))
+    coin = str(meta.get("currency") or "coin")
     rows.to_csv(paths["stress.csv"], index=False)
     positions.rename_axis(positions.index.name or "scenario").to_csv(paths["positions.csv"])
-    save_figure(_pnl_bar_figure(rows, title=f"{title}: total P&L per scenario"),
+    save_figure(_pnl_bar_figure(rows, title="Total P&L per scenario", zero=zero),
                 paths["stress_pnl.png"])
-    save_figure(_position_heatmap(positions, title="P&L per scenario and position (USD)"),
-                paths["stress_positions.png"])
+    save_figure(_position_heatmap(positions, title="P&L per scenario and position (USD)",
+                                  zero=zero), paths["stress_positions.png"])
 
-    page = Page(title)
+    page = Page(title, wide=True)
     if meta:
-        page.add_key_values({str(k): v for k, v in meta.items()})
-    page.add_paragraph("P&L in USD (coin columns in the book's currency), positive = gain; "
-                       "VaR and ES are positive losses; '-' where not applicable.", note=True)
+        page.add_key_values(stress_facts(meta))
+    page.add_paragraph(
+        f"P&L in USD rounded to whole dollars ({coin} columns to 4 decimals), positive = "
+        "gain; VaR and ES are positive losses; '-' where not applicable. Amounts below "
+        f"{format_fixed(zero, 2)} USD show as 0 (numerical noise; stress.csv keeps the exact "
+        "numbers).", note=True)
     page.add_heading("Scenarios")
-    cols = [Column(c.key, c.key, fmt=c.fmt, numeric=c.numeric)
-            for c in (_column_for(c, rows[c]) for c in rows.columns)]
-    page.add_html(html_table(rows, cols))
+    page.add_table(html_table(rows, _scenario_columns(rows, zero, coin)))
+    page.add_key_values({"worst": WORST_DOC})
     page.add_image("stress_pnl.png", alt="total P&L per scenario",
                    caption="Total P&L per scenario, sorted; losses in red.")
+    risk_rows = _risk_rows(rows, zero)
+    if risk_rows:
+        page.add_heading("VaR and ES of the path scenarios")
+        page.add_paragraph("Over the simulated paths, ± one Monte Carlo standard error; "
+                           "beside them the historical-simulation VaR and ES of the book "
+                           "under the real moves of the same horizon.", note=True)
+        num = {"numeric": True}
+        page.add_table(html_table(risk_rows, [
+            Column("scenario"), Column("level", **num), Column("var", "VaR (USD)", **num),
+            Column("es", "ES (USD)", **num),
+            Column("hist_var", "historical VaR (USD)", **num),
+            Column("hist_es", "historical ES (USD)", **num),
+            Column("n_paths", "paths", fmt=lambda v: format_fixed(v, 0), numeric=True),
+            Column("steps", fmt=lambda v: format_fixed(v, 0), numeric=True),
+            Column("seed", fmt=lambda v: _fmt(v, ".0f"), numeric=True),
+            Column("hist_n", "historical moves", fmt=lambda v: format_fixed(v, 0),
+                   numeric=True),
+            Column("hist_window", "history window", fmt=_text)]))
+    desc = rows.assign(detail=[
+        "; ".join(x for x in ((_text(st) if _short_status(st) not in ("ok", "-") else ""),
+                              "" if _text(nt) == "-" else _text(nt)) if x) or "-"
+        for st, nt in zip(rows.get("status", pd.Series("ok", index=rows.index)),
+                          rows.get("notes", pd.Series(None, index=rows.index)), strict=True)])
+    dcols = [Column("name", "scenario")] + [
+        Column(k, t, fmt=_text, wrap=True) for k, t in
+        (("description", "description"), ("dates", "dates"), ("source", "sources"),
+         ("detail", "status and notes")) if _present(desc, k)]
+    if len(dcols) > 1:
+        page.add_heading("Descriptions and notes")
+        page.add_table(html_table(desc, dcols))
     page.add_heading("Positions")
     page.add_image("stress_positions.png", alt="P&L per scenario and position",
                    caption="P&L per scenario (rows) and position (columns); red: loss.")
     prow = positions.rename_axis("scenario").reset_index()
-    page.add_html(html_table(prow, [Column("scenario")] + [
-        Column(str(c), fmt=_usd, numeric=True) for c in positions.columns]))
+    page.add_table(html_table(prow, [Column("scenario")] + [
+        Column(str(c), fmt=_money(0, zero), numeric=True) for c in positions.columns],
+        caption="P&L per position (USD)"))
     page.add_paragraph("Files: " + ", ".join(STRESS_FILES) + ".", note=True)
-    page.write(paths["stress.html"])
+    page.write(paths["report.html"])
     return paths
 
 
 __all__ = ["pnl_heatmap", "heatmap_grid", "worst_scenarios", "drivers",
            "es_contribution_table", "es_contribution_figure", "sweep_report", "stress_table",
-           "stress_report", "dimensions", "metrics", "main_metric", "dim_label", "dim_tick",
-           "is_metric", "STRESS_FILES", "MAX_PAIRS"]
+           "print_stress_table", "stress_report", "stress_facts", "dimensions", "metrics",
+           "main_metric", "dim_label", "dim_tick", "dim_ticks", "is_metric", "STRESS_FILES",
+           "MAX_PAIRS", "zero_threshold", "uniform_value", "WORST_DOC", "ZERO_USD",
+           "ZERO_RELATIVE"]
