@@ -329,19 +329,21 @@ class Progress:
             """Rate, elapsed time, ETA, resumed count and the running item."""
 
             def render(self, task):
-                parts = [rate_text(owner.rate, owner.unit),
-                         f"elapsed {format_duration(owner.elapsed)}",
-                         f"ETA {format_duration(owner.eta)}"]
+                # the most useful first: a narrow terminal cuts the end of the line
+                parts = [f"ETA {format_duration(owner.eta)}",
+                         f"{format_duration(owner.elapsed)} elapsed",
+                         rate_text(owner.rate, owner.unit)]
                 if owner.done0:
                     parts.append(f"{owner.done0:,} resumed")
                 if owner._item:
                     parts.append(f"{owner._item} "
                                  f"{format_duration(owner._clock() - owner._item_t0)}")
-                return Text(" · ".join(parts), style="progress.data.speed")
+                return Text(" · ".join(parts), style="progress.data.speed", no_wrap=True,
+                            overflow="ellipsis")
 
         console = Console(file=self.stream, force_terminal=True)
         self._rich = RichProgress(
-            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
             MofNCompleteColumn(), TextColumn("{task.percentage:>3.0f}%"), _Info(),
             console=console, refresh_per_second=4, transient=False,
             redirect_stdout=False, redirect_stderr=False)
