@@ -308,7 +308,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     summary = run_demo(args.out, seed=args.seed, quick=args.quick,
-                       log=lambda text: say(args, text))
+                       log=lambda text: say(args, text), cache=not args.no_cache)
     if args.json:
         emit_json(summary)
     return 0
@@ -682,7 +682,7 @@ def _configure_stress(p: argparse.ArgumentParser) -> None:
 def _run_stress(args: argparse.Namespace) -> int:
     import jax
 
-    from .report.stress import stress_report, stress_table
+    from .report.stress import print_stress_table, stress_report
     from .stress.run import DEFAULT_LEVELS, stress
 
     if args.paths is not None and args.paths < 2:
@@ -694,21 +694,20 @@ def _run_stress(args: argparse.Namespace) -> int:
               f"{len(scenarios)} scenario(s); seed {args.seed}")
     try:
         run = stress(book, spec.model, spec.market, scenarios, key=jax.random.key(args.seed),
-                     n_paths=args.paths, levels=levels,
-                     progress=lambda i, n, name: say(args, f"  [{i + 1}/{n}] {name}"))
+                     n_paths=args.paths, levels=levels, progress=True)
     except ValueError as exc:
         raise UsageError(f"{args.model}: {exc}") from None
     cols = [c for c in ("kind", "horizon_days", "pnl_usd", "pnl_coin", "cost", "worst",
                         "var99", "es99", "hist_es95", "hist_es99", "status")
             if c in run.table.columns]
-    say(args, stress_table(run.table[cols]))
+    print_stress_table(run.table[cols], stream=sys.stderr if args.json else sys.stdout)
     if "notes" in run.table.columns:  # clamped parameters, too few tail samples, ...
         for name, note in run.table["notes"].dropna().items():
             say(args, f"note: {name}: {note}")
     meta = dict(run.meta, seed=args.seed, model_file=str(args.model))
     rows = run.table.reset_index().rename(columns={"scenario": "name"})
     paths = stress_report(rows, run.positions, args.out, meta=meta)
-    report = paths.get("report.html") or paths.get("stress.html") or args.out
+    report = paths["report.html"]
     say(args, f"report: {report}")
     failed = bool(run.table["status"].str.startswith("error").any())
     if args.json:

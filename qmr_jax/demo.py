@@ -466,16 +466,11 @@ SYNTHETIC_NOISE_IV = 0.003
 
 
 def chain_market(chain: pd.DataFrame, rate: float = BTC_MARKET.rate) -> Market:
-    """The market of an option chain: its spot index, the USD ``rate`` and the funding rate
-    ``div = rate - basis``, with ``basis`` the least-squares slope through the origin of
-    ``log(forward / spot)`` against the expiry (one point per expiry)."""
-    spot = float(np.median(chain["spot"].to_numpy(np.float64)))
-    by_expiry = chain.groupby("expiry_years", sort=True)["forward"].median()
-    t = by_expiry.index.to_numpy(np.float64)
-    y = np.log(by_expiry.to_numpy(np.float64) / spot)
-    ok = np.isfinite(y) & (t > 0)
-    basis = float(np.sum(y[ok] * t[ok]) / np.sum(t[ok] ** 2)) if ok.any() else 0.0
-    return Market(spot=spot, rate=float(rate), div=float(rate) - basis)
+    """The market of one option-chain snapshot: ``qmr_jax.data.market_from_chain`` (its spot
+    index and a flat basis fitted to its forwards) with the USD ``rate``."""
+    from .data import market_from_chain
+
+    return market_from_chain(chain, rate=rate)[0]
 
 
 def _calibrations(out: Path, cfg: DemoConfig, data_present: bool, log) -> tuple[dict, dict]:

@@ -57,10 +57,10 @@ def test_demo_writes_its_files(demo_out, summary):
 
 
 def test_demo_links_the_stress_and_sweep_reports(demo_out, summary):
-    for name in ("stress/stress.html", "stress/stress.csv", "stress/positions.csv",
+    for name in ("stress/report.html", "stress/stress.csv", "stress/positions.csv",
                  "sweep/report.html", "sweep/results.parquet", "sweep/manifest.json"):
         assert (demo_out / name).stat().st_size > 0, name
-    assert summary["stress"]["report"] == "stress/stress.html"
+    assert summary["stress"]["report"] == "stress/report.html"
     assert summary["sweep"]["report"] == "sweep/report.html"
     assert {"stress", "sweep"} <= set(summary["files"])
     html = (demo_out / "report.html").read_text()
@@ -68,7 +68,7 @@ def test_demo_links_the_stress_and_sweep_reports(demo_out, summary):
     # every sub-report (an HTML page below the output folder) is linked from the main page
     pages = sorted(p.relative_to(demo_out).as_posix() for p in demo_out.rglob("*.html"))
     pages.remove("report.html")
-    assert {"stress/stress.html", "sweep/report.html", "sensitivities/report.html"} <= set(pages)
+    assert {"stress/report.html", "sweep/report.html", "sensitivities/report.html"} <= set(pages)
     for page in pages:
         assert f'href="{page}"' in html, page
 
