@@ -391,9 +391,11 @@ def _run_price(args: argparse.Namespace) -> int:
     fwd = np.asarray(market.forward(jnp.asarray(t)), dtype=np.float64)
     disc = np.asarray(market.discount(jnp.asarray(t)), dtype=np.float64)
     both = np.stack([np.ones_like(k, bool), np.zeros_like(k, bool)])
-    print(f"pricing {k.size} calls and puts under {type(model).__name__} ({args.method})...",
-          file=sys.stderr, flush=True)
-    prices = np.asarray(fourier_price(model, market, k, t, both, method=args.method))
+    from .progress import activity
+
+    with activity(f"pricing {k.size} calls and puts under {type(model).__name__} "
+                  f"({args.method})", sys.stderr):
+        prices = np.asarray(fourier_price(model, market, k, t, both, method=args.method))
     calls, puts = prices
     bad = ~(np.isfinite(calls) & np.isfinite(puts))
     if bad.any():
@@ -514,7 +516,7 @@ def _run_sensitivities(args: argparse.Namespace) -> int:
     try:
         summary = sensitivity_report(book, spec.model, spec.market, args.out, seed=args.seed,
                                      n_paths=n_paths, model_name=spec.name,
-                                     log=lambda text: say(args, text))
+                                     log=lambda text: say(args, text), progress=True)
     except (ValueError, NotImplementedError) as exc:
         raise UsageError(str(exc)) from None
     t = summary["totals"]

@@ -192,6 +192,17 @@ def _key_label(key) -> str:
     return str(data)
 
 
+def _activity(text: str, progress):
+    """``qmr_jax.progress.activity`` on ``progress`` (``True``: stderr; ``None``: silent)."""
+    import contextlib
+
+    if progress is None or progress is False:
+        return contextlib.nullcontext()
+    from ..progress import STDERR, activity
+
+    return activity(text, STDERR if progress is True else progress)
+
+
 def sensitivity_report(
     book: Book,
     model,
@@ -207,6 +218,7 @@ def sensitivity_report(
     method: str = "lewis",
     mc_options: Mapping | None = None,
     log: Callable[[str], None] | None = None,
+    progress=None,
 ) -> dict:
     """Write the sensitivity report of ``book`` under ``model``/``market`` to ``out_dir``.
 
@@ -226,6 +238,9 @@ def sensitivity_report(
         Asian or lookback options, ``smoothing=DEFAULT_SMOOTHING`` (their second
         derivatives need a smoothed kink; digitals and barriers are smoothed by default).
       log: receives progress lines.
+      progress: where the long steps (the compilations) show a spinner or, off a terminal,
+        a line every few seconds (``qmr_jax.progress.activity``): a stream, ``True`` for
+        stderr, or ``None`` (default) for nothing.
 
     Returns:
       The dictionary written to ``sensitivities.json``.
@@ -284,7 +299,8 @@ def sensitivity_report(
         if len(book) > n_fourier + n_mc else []
     log(f"  compiling and running the valuation and its derivatives ({'; '.join(parts)}); "
         "the first run of a book compiles, later runs load it from the compilation cache")
-    risk, sens = derivatives(model, market, mc_key)
+    with _activity("  valuation and derivatives", progress):
+        risk, sens = derivatives(model, market, mc_key)
     names = ("spot", "rate", "div", *model._fields)
     grad_pos = np.asarray(sens, np.float64)  # [n, inputs]
     values = np.asarray(risk.value, np.float64)
@@ -307,6 +323,8 @@ def sensitivity_report(
     t1 = time.perf_counter()
     log(f"  tornado: revaluing the book at the down and up move of each of "
         f"{4 + len(model._fields)} inputs (the revaluation compiles once)")
+    with _activity("  compiling the revaluation", progress):
+        total(model, market)
     grad_total = {n: float(grad_pos[:, i].sum()) for i, n in enumerate(names)}
     grad_total["vol"] = float(np.asarray(tot_risk.gradient)[1])
     inputs = ["spot", "vol", "rate", "div", *model._fields]
