@@ -25,6 +25,8 @@ import JAX; ``from qmr_jax import X`` and ``qmr_jax.X`` work as usual.
 """
 
 
+import sys as _sys
+import types as _types
 from importlib import import_module as _import_module
 
 __version__ = "0.1.0"
@@ -54,6 +56,21 @@ for _mod, _names in {
     for _name in _names:
         _LAZY[_name] = (_mod, _name)
 del _mod, _names, _name
+
+
+class _Package(_types.ModuleType):
+    """The package's module type: the import system binds a submodule as an attribute of its
+    package when it is imported, and ``qmr_jax.simulate`` (the module) would then hide
+    ``qmr_jax.simulate`` (the function). A public name that is not a module keeps its value."""
+
+    def __setattr__(self, name, value):
+        target = _LAZY.get(name)
+        if target is not None and target[1] is not None and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

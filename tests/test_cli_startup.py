@@ -54,3 +54,16 @@ def test_cache_dir_setting(monkeypatch, tmp_path):
     monkeypatch.delenv("QMR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert _cache.default_cache_dir() == tmp_path / "xdg" / "qmr_jax" / "jax"
+
+
+def test_public_function_named_like_its_module_stays_a_function():
+    # ``qmr_jax.simulate`` is the function even after its module ``qmr_jax/simulate.py`` is
+    # imported (the import system binds submodules as attributes of the package)
+    code = ("import inspect, qmr_jax, qmr_jax.simulate, qmr_jax.stress.sweeps\n"
+            "from qmr_jax.simulate import time_grid\n"
+            "assert inspect.isfunction(qmr_jax.simulate), qmr_jax.simulate\n"
+            "assert qmr_jax.time_grid is time_grid\n"
+            "assert inspect.ismodule(qmr_jax.stress) and inspect.ismodule(qmr_jax.data)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
