@@ -42,6 +42,16 @@ class FieldMap(NamedTuple):
             x = self.lo + (self.hi - self.lo) * s
         return jnp.clip(x, self.lo, self.hi)  # rounding at saturation stays in the box
 
+    def forward_host(self, u) -> np.ndarray:
+        """``forward`` in NumPy (float64), for results on the host: no compiled program."""
+        s = 0.5 * (1.0 + np.tanh(0.5 * np.asarray(u, np.float64)))  # sigmoid, no overflow
+        if self.log:
+            a, b = math.log(self.lo), math.log(self.hi)
+            x = np.exp(a + (b - a) * s)
+        else:
+            x = self.lo + (self.hi - self.lo) * s
+        return np.clip(x, self.lo, self.hi)
+
     def inverse(self, x):
         s = np.clip(self.position(x), 1e-12, 1.0 - 1e-12)
         return np.log(s) - np.log1p(-s)
@@ -169,6 +179,17 @@ class Bijection:
         values = {f: self.maps[f].forward(u[..., i]) for i, f in enumerate(self.free)}
         return self.model_type(**{f: values.get(f, getattr(base, f))
                                   for f in self.model_type._fields})
+
+    def to_model_host(self, u, base):
+        """``to_model`` in NumPy for a concrete ``u``: float parameters (scalars for a single
+        point), fixed fields from ``base``."""
+        u = np.asarray(u, np.float64)
+        values = {f: self.maps[f].forward_host(u[..., i]) for i, f in enumerate(self.free)}
+        out = {f: values[f] if f in values else np.asarray(getattr(base, f), np.float64)
+               for f in self.model_type._fields}
+        if u.ndim == 1:
+            out = {f: float(v) for f, v in out.items()}
+        return self.model_type(**out)
 
     def jacobian_diag(self, u) -> jax.Array:
         """``d x_i / d u_i`` per free field (the maps are elementwise)."""

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..models import Bates, Heston, Market
-from ..pricing.fourier import _log_tol, _plan, _round_terms
+from ..models import Bates, Heston
+from ..pricing.fourier import _log_tol
+from . import programs
 from .bijections import Bijection
 from .objective import (
     LOSSES,
     Quotes,
+    bucket,
     build_quotes,
     check_chain,
     model_ivs,
@@ -25,11 +27,15 @@ from .objective import (
 )
 from .objective import residuals as _residuals
 from .result import CalibrationResult, Problem, build_result
-from .solvers import CONVERGED, SOLVERS, STATUS, Tolerances
+from .solvers import CONVERGED, SOLVERS, STATUS, SolverState, Tolerances
 
 DEFAULT_FOURIER_TOL = 1e-12
 _TRUNCATION = 16.0
 _MIN_TERMS = 32
+# The first round's default nodes are at least this: the optima of the BTC and ETH surfaces
+# measured need 225-435 nodes where their initial guesses need 80-110 (whose rung, 128 or
+# 512, then depends on the snapshot); starting at 512 runs and compiles one solver, not two.
+_FIRST_ROUND_TERMS = 512
 _MAX_REPLANS = 2
 _TERMS_MARGIN = 1.25
 _MAX_TERMS = 1 << 14
@@ -64,13 +70,11 @@ def _problem_residual(bij: Bijection, loss: str, n_terms: int, feller: bool):
     return residual
 
 
-@functools.partial(jax.jit, static_argnames=("bij", "loss", "method", "n_terms", "feller",
-                                             "history"))
-def _solve_batch(u0, geometry, base, quotes, tol, feller_weight, truncation, log_tol, *, bij,
-                 loss, method, n_terms, feller, history=256):
+def _solve_problems(u0, geometry, base, quotes, tol, feller_weight, truncation, log_tol, *,
+                    bij, loss, method, n_terms, feller, history=256):
     """Solve every start of every problem: ``u0`` is ``[B, S, n]``, ``geometry`` ``[B, S,
-    ...]``, quotes and base ``[B, ...]``. Returns the solver states, the best start per
-    problem and its model IV grid."""
+    ...]``, quotes and base ``[B, ...]``. Returns the solver states' fields (``SolverState``
+    without ``aux``), the best start per problem and its model IV grid."""
     residual = _problem_residual(bij, loss, n_terms, feller)
     solver = SOLVERS[method]
 
@@ -89,43 +93,65 @@ def _solve_batch(u0, geometry, base, quotes, tol, feller_weight, truncation, log
             geo = jax.tree_util.tree_map(lambda g: g[best], geos)
             prices = model_prices(model, quotes_, n_terms, truncation, log_tol, geo)
             ivs = model_ivs(prices, quotes_)
-        return states._replace(aux=None), best, ivs
+        return tuple(states[:-1]), best, ivs
 
     return jax.vmap(per_problem)(u0, geometry, base, quotes)
 
 
-@functools.partial(jax.jit, static_argnames=("n_terms",))
+# the number of solver programs built in this process (benchmarks/bench_recalibration.py)
+_solve_problems._cache_size = lambda: programs.count(_SOLVER)
+_solve_batch = _solve_problems
+_SOLVER = "calibration solver"
+_PLANNER = "calibration planning"
+
+
 def _grid_ivs(model, quotes, truncation, log_tol, n_terms):
     return model_ivs(model_prices(model, quotes, n_terms, truncation, log_tol), quotes)
 
 
-def _plan_all(u, bij, base, quotes, truncation, log_tol):
+def _plan_points(u, base, quotes, truncation, log_tol, *, bij):
+    """Lewis geometry ``(var, period)`` and the nodes needed at every point ``u`` (``[B, S,
+    n]``) of problems ``quotes``/``base`` (``[B, ...]``): one program for all the points."""
+
+    def one(u_, base_, quotes_):
+        (var, period), need = plan_geometry(bij.to_model(u_, base_), quotes_, truncation,
+                                            log_tol)
+        return var, period, jnp.max(need)
+
+    if u.shape[:2] == (1, 1):  # one point: no batching (a shorter trace, the same program)
+        first = lambda x: x[0]
+        out = one(u[0, 0], jax.tree_util.tree_map(first, base),
+                  jax.tree_util.tree_map(first, quotes))
+        return jax.tree_util.tree_map(lambda x: x[None, None], out)
+    return jax.vmap(jax.vmap(one, in_axes=(0, None, None)))(u, base, quotes)
+
+
+def _plan_all(u, bij, base, quotes, truncation, log_tol, log=None, what=""):
     """Geometry (stacked ``[B, S, ...]``) and the largest node count needed at every point
-    ``u`` (``[B, S, n]`` unconstrained)."""
-    u = np.asarray(u)
-    geos, need = [], 0.0
-    for b in range(u.shape[0]):
-        q = jax.tree_util.tree_map(lambda x, b=b: x[b], quotes)
-        base_b = jax.tree_util.tree_map(lambda x, b=b: jnp.asarray(x)[b], base)
-        row = []
-        for s in range(u.shape[1]):
-            model = bij.to_model(jnp.asarray(u[b, s]), base_b)
-            (var, period), n = plan_geometry(model, q, truncation, log_tol)
-            # a longer period only lowers the aliasing error; the margin lets the fit move
-            # the tails a little before the optimum needs a polishing round
-            row.append((var, _PERIOD_MARGIN * period))
-            need = max(need, _PERIOD_MARGIN * float(np.max(np.asarray(n))))
-        geos.append(jax.tree_util.tree_map(lambda *g: jnp.stack(g), *row))
-    return jax.tree_util.tree_map(lambda *g: jnp.stack(g), *geos), need
+    ``u`` (``[B, S, n]`` unconstrained); NaN needs (a point whose planning failed) are
+    ignored as before."""
+    var, period, need = programs.run(
+        _PLANNER, functools.partial(_plan_points, bij=bij),
+        (np.asarray(u, np.float64), base, quotes, truncation, log_tol), static=(bij,),
+        what=f"the Fourier planning{what}", log=log)
+    # a longer period only lowers the aliasing error; the margin lets the fit move the tails
+    # a little before the optimum needs a polishing round
+    geometry = (np.asarray(var), _PERIOD_MARGIN * np.asarray(period))
+    need = _PERIOD_MARGIN * np.asarray(need)
+    need = need[np.isfinite(need)]
+    return geometry, float(np.max(need)) if need.size else 0.0
 
 
-def _ladder(need: float) -> int:
-    """Nodes on a power-of-two ladder (with a margin for the parameters' moves): a coarse
-    ladder lets consecutive snapshots and neighbouring problems share one compiled solver."""
+def _ladder(need: float, margin: float = _TERMS_MARGIN) -> int:
+    """Nodes on a ladder of powers of four from 32 (32, 128, 512, 2048, 8192, then the
+    16384 limit), with a margin for the parameters' moves. A coarse ladder lets consecutive
+    snapshots, neighbouring problems and the polishing round share one compiled solver: the
+    optimum of a crypto surface typically needs two to three times the nodes of the initial
+    guess (225-435 against 80-110 on ten BTC and ETH snapshots), which one rung covers."""
     n = _MIN_TERMS
-    while n < _TERMS_MARGIN * need and n < _MAX_TERMS:
-        n *= 2
-    return n
+    while n < margin * need and n < _MAX_TERMS:
+        n *= 4
+    return min(n, _MAX_TERMS)
 
 
 def _needs_polish(geo_used, geo_opt, need, n_terms) -> bool:
@@ -141,6 +167,8 @@ def _starts(initial, bij: Bijection, starts, seed: int) -> np.ndarray:
     if isinstance(starts, int | np.integer):
         if starts < 1:
             raise ValueError(f"starts must be >= 1; got {starts}")
+        if starts == 1:
+            return u0[None]
         extra = np.asarray(jax.random.normal(jax.random.key(seed), (int(starts) - 1, bij.size)))
         return np.concatenate([u0[None], u0[None] + extra], axis=0)
     points = [u0]
@@ -157,9 +185,8 @@ def _starts(initial, bij: Bijection, starts, seed: int) -> np.ndarray:
 def _tolerances(max_iter, ftol, xtol, gtol) -> Tolerances:
     if int(max_iter) < 1:
         raise ValueError(f"max_iter must be >= 1; got {max_iter}")
-    return Tolerances(jnp.asarray(int(max_iter)), jnp.asarray(ftol, jnp.float64),
-                      jnp.asarray(xtol, jnp.float64), jnp.asarray(gtol, jnp.float64),
-                      jnp.asarray(1e-28, jnp.float64))
+    return Tolerances(np.asarray(int(max_iter), np.int64), np.float64(ftol), np.float64(xtol),
+                      np.float64(gtol), np.float64(1e-28))
 
 
 def calibrate(
@@ -180,6 +207,7 @@ def calibrate(
     gtol: float = 1e-12,
     fourier_tol: float = DEFAULT_FOURIER_TOL,
     n_terms: int | None = None,
+    log: Callable[[str], object] | None = None,
 ) -> CalibrationResult:
     """Calibrate a model to every quote of an option chain at once.
 
@@ -220,9 +248,16 @@ def calibrate(
         (``benchmarks/bench_calibration.py``).
       fourier_tol: target pricing error per unit forward of the Lewis pricer.
       n_terms: Lewis nodes per expiry; by default planned at the starts to meet
-        ``fourier_tol`` and rounded up to a power of two (so that neighbouring problems share
-        one compiled solver). Either way, if the optimum needs more nodes or a longer period
-        the fit is polished from it with enough (``reason`` says so).
+        ``fourier_tol``, rounded up to a power of four and at least 512 (512, 2048, ...:
+        neighbouring problems and snapshots share one compiled solver; 512 covers the
+        optima of the crypto surfaces measured). Either way, if the optimum needs more nodes
+        or a longer period the fit is polished from it with enough (``reason`` says so).
+      log: ``log(text)`` receives a line before each program the calibration has to build
+        in this process (``"compiling the Heston calibration for 367 quotes (grid 12 x 64,
+        512 Fourier nodes, lm)..."``) and one after it (``"compiled in 12.3 s (cache:
+        miss)"``; ``hit`` when XLA's compilation came from the persistent compilation cache,
+        ``off`` without one); e.g. ``log=print``. By default the lines go to the
+        ``qmr_jax.compile`` logger (level INFO). See ``qmr_jax.calibration.programs``.
 
     Returns:
       A ``CalibrationResult``: ``.params`` (same type as ``initial_params``), ``.rmse_iv``
@@ -241,7 +276,7 @@ def calibrate(
     return calibrate_batch(initial_params, [chain], loss=loss, weights=weights, method=method,
                            starts=starts, seed=seed, feller_penalty=feller_penalty, fixed=fixed,
                            bounds=bounds, max_iter=max_iter, ftol=ftol, xtol=xtol, gtol=gtol,
-                           fourier_tol=fourier_tol, n_terms=n_terms, _single=True)[0]
+                           fourier_tol=fourier_tol, n_terms=n_terms, log=log, _single=True)[0]
 
 
 def calibrate_batch(
@@ -262,12 +297,14 @@ def calibrate_batch(
     gtol: float = 1e-12,
     fourier_tol: float = DEFAULT_FOURIER_TOL,
     n_terms: int | None = None,
+    log: Callable[[str], object] | None = None,
     _single: bool = False,
 ) -> list[CalibrationResult]:
     """``calibrate`` many chains (snapshots) at once, ``vmap``-batched in one compiled call.
 
-    The chains are padded to a common expiry x strike grid (zero-weight padding), so one
-    compiled solver serves the whole batch. ``initial_params`` is one model (every chain
+    The chains are padded to a common expiry x strike grid (zero-weight padding, sizes on
+    the ``objective.bucket`` ladder), so one compiled solver serves the whole batch, and
+    later batches of similar chains. ``initial_params`` is one model (every chain
     starts there) or a list with one model per chain (e.g. each previous snapshot's fit).
     Options as for ``calibrate``; returns one ``CalibrationResult`` per chain, in order,
     each with the batch's wall time divided evenly.
@@ -306,40 +343,53 @@ def calibrate_batch(
             check_chain(ch, "chain" if _single else f"chains[{i}]")
         sizes = [(ch["expiry_years"].nunique(),
                   int(ch.groupby("expiry_years").size().max())) for ch in chains]
-        shape = (max(-(-s[0] // 4) * 4 for s in sizes), max(-(-s[1] // 16) * 16 for s in sizes))
-        built = [build_quotes(ch, weights, loss, shape) for ch in chains]
-        quotes = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs)),
-                                        *[q for q, _ in built])
-        base = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs), jnp.float64),
+        shape = (bucket(max(s[0] for s in sizes), 4), bucket(max(s[1] for s in sizes), 16))
+        built = [build_quotes(ch, weights, loss, shape, log=log) for ch in chains]
+        quotes = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[q for q, _ in built])
+        base = jax.tree_util.tree_map(lambda *xs: np.asarray(xs, np.float64),
                                       *[jax.tree_util.tree_map(float, m) for m in inits])
         u0 = np.stack([_starts(m, bij, starts, seed) for m in inits])
-        truncation = jnp.asarray(_TRUNCATION, jnp.float64)
-        log_tol = jnp.asarray(_log_tol(fourier_tol, jnp.float64), jnp.float64)
-        fw = jnp.asarray(float(feller_penalty), jnp.float64)
-        geometry, need = _plan_all(u0, bij, base, quotes, truncation, log_tol)
+        truncation = np.float64(_TRUNCATION)
+        log_tol = np.float64(_log_tol(fourier_tol, jnp.float64))
+        fw = np.float64(feller_penalty)
+        n_quotes = max(len(ch) for ch in chains)
+        what = (f" for {n_quotes} quotes" if len(chains) == 1 else
+                f" for {len(chains)} chains of up to {n_quotes} quotes")
+        what += f" (grid {shape[0]} x {shape[1]}"
+        geometry, need = _plan_all(u0, bij, base, quotes, truncation, log_tol, log,
+                                   what + ")")
         # margin: the parameters move during the fit; the optimum is checked below
-        n_terms = _ladder(need) if n_terms is None else int(n_terms)
+        n_terms = max(_ladder(need), _FIRST_ROUND_TERMS) if n_terms is None else int(n_terms)
         replans = 0
         states_all = []
-        u_start = jnp.asarray(u0)
+        u_start = u0
         while True:
-            states, best, ivs = _solve_batch(u_start, geometry, base, quotes, tol, fw,
-                                             truncation, log_tol, bij=bij, loss=loss,
-                                             method=method, n_terms=n_terms, feller=feller)
+            solve = functools.partial(_solve_problems, bij=bij, loss=loss, method=method,
+                                      n_terms=n_terms, feller=feller)
+            starts_text = f", {u0.shape[1]} starts" if u0.shape[1] > 1 else ""
+            fields, best, ivs = programs.run(
+                _SOLVER, solve, (u_start, geometry, base, quotes, tol, fw, truncation, log_tol),
+                static=(bij, loss, method, n_terms, feller),
+                what=(f"the {model_type.__name__} calibration{what}, {n_terms} Fourier nodes, "
+                      f"{method}{starts_text})"), log=log)
+            states = SolverState(*(np.asarray(f) for f in fields))
             states_all.append(states)
             pick = (np.arange(len(chains)), np.asarray(best))
-            u_best = np.asarray(states.u)[pick]
+            u_best = states.u[pick]
             u_rep = np.repeat(u_best[:, None], u0.shape[1], axis=1)
-            geo_opt, need = _plan_all(u_rep, bij, base, quotes, truncation, log_tol)
+            geo_opt, need = _plan_all(u_rep, bij, base, quotes, truncation, log_tol, log,
+                                      what + ")")
             geo_used = jax.tree_util.tree_map(lambda g, p=pick: np.asarray(g)[p][:, None],
                                               geometry)
-            done = np.isin(np.asarray(states.status)[pick], CONVERGED)
+            done = np.isin(states.status[pick], CONVERGED)
             if (not done.all() or not _needs_polish(geo_used, geo_opt, need, n_terms)
                     or replans >= _MAX_REPLANS):
                 break  # (an unconverged fit is reported as it is, not polished further)
             # the optimum needs a longer period or more nodes: polish from it with its own
-            n_terms = max(n_terms, _ladder(need))
-            geometry, u_start, replans = geo_opt, jnp.asarray(u_rep), replans + 1
+            # (the same node count, hence the same program, when it still has the margin)
+            if _TERMS_MARGIN * need > n_terms:
+                n_terms = max(n_terms, _ladder(need))
+            geometry, u_start, replans = geo_opt, u_rep, replans + 1
         jax.block_until_ready(ivs)
         wall = time.perf_counter() - t0
         results = []
@@ -359,41 +409,61 @@ def calibrate_batch(
     return results
 
 
+def _plan_grid(model, quotes, truncation, log_tol):
+    return jnp.max(plan_geometry(model, quotes, truncation, log_tol)[1])
+
+
+def _surface_ivs(result: CalibrationResult, q: Quotes, log=None) -> np.ndarray:
+    """Model IVs of ``result.params`` on the (bucketed) grid ``q``: a planning program and a
+    pricing program per grid size and node count."""
+    pb = result.problem
+    model = type(result.params)(*(np.float64(v) for v in result.params))
+    args = (model, q, np.float64(_TRUNCATION), np.float64(pb.log_tol))
+    grid = f"a {q.k.shape[0]} x {q.k.shape[1]} grid"
+    need = float(programs.run("surface planning", _plan_grid, args,
+                              what=f"the Fourier planning of {grid}", log=log))
+    n = max(pb.n_terms, _ladder(need, margin=1.0)) if np.isfinite(need) else pb.n_terms
+    return np.asarray(programs.run(
+        "surface ivs", functools.partial(_grid_ivs, n_terms=n), args, static=(n,),
+        what=f"the {result.model} implied vols on {grid} ({n} Fourier nodes)", log=log))
+
+
+def _pad_rows_cols(x: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    """``x`` padded to ``[n_rows, n_cols]`` by repeating its last column, then its last row
+    (each row's range, hence the planned geometry, stays as it is)."""
+    x = np.concatenate([x, np.repeat(x[:, -1:], n_cols - x.shape[1], axis=1)], axis=1)
+    return np.concatenate([x, np.repeat(x[-1:], n_rows - x.shape[0], axis=0)], axis=0)
+
+
 def model_iv_surface(result: CalibrationResult, chain: pd.DataFrame | None = None,
-                     expiry_years=None, log_moneyness=None) -> np.ndarray:
+                     expiry_years=None, log_moneyness=None, *,
+                     log: Callable[[str], object] | None = None) -> np.ndarray:
     """Model implied vols of the calibrated parameters.
 
     Either at the quotes of ``chain`` (default: the calibration chain's quotes, returned in
     its row order) or on a grid ``expiry_years`` (``[n_e]``) x ``log_moneyness``
     (``[n_e, n_k]`` or ``[n_k]``), returned ``[n_e, n_k]`` (the smile curves of a report).
+    Grids are padded to bucketed sizes (``objective.bucket``) so that the reports of
+    neighbouring snapshots share compiled programs; ``log`` as in ``calibrate``.
     """
-    pb = result.problem
     with jax.enable_x64(True):
         if expiry_years is not None:
             t = np.atleast_1d(np.asarray(expiry_years, np.float64))
             x = np.asarray(log_moneyness, np.float64)
             x = np.broadcast_to(x, (len(t), x.shape[-1]))
-            q = Quotes(expiries=t, k=np.exp(x), is_call=x >= 0, mid_iv=np.full(x.shape, 0.5),
-                       bid_iv=np.full(x.shape, np.nan), ask_iv=np.full(x.shape, np.nan),
-                       weight=np.ones(x.shape), mid_price=np.zeros(x.shape),
-                       scale=np.ones(x.shape))
-            _, need = _plan(result.params, Market(1.0), q.k, t[:, None],
-                            np.asarray(_TRUNCATION), np.asarray(pb.log_tol), "lewis")
-            n = max(pb.n_terms, _round_terms(need, _MIN_TERMS))
-            model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), result.params)
-            return np.asarray(_grid_ivs(model, q, jnp.asarray(_TRUNCATION),
-                                        jnp.asarray(pb.log_tol), n))
+            n_e, n_k = x.shape
+            xp = _pad_rows_cols(x, bucket(n_e, 4), bucket(n_k, 16))
+            tp = _pad_rows_cols(t[:, None], xp.shape[0], 1)[:, 0]
+            q = Quotes(expiries=tp, k=np.exp(xp), is_call=xp >= 0,
+                       mid_iv=np.full(xp.shape, 0.5), bid_iv=np.full(xp.shape, np.nan),
+                       ask_iv=np.full(xp.shape, np.nan), weight=np.ones(xp.shape),
+                       mid_price=np.zeros(xp.shape), scale=np.ones(xp.shape))
+            return _surface_ivs(result, q, log)[:n_e, :n_k]
         if chain is None:
             return result.residuals["model_iv"].to_numpy()
         check_chain(chain)
         q, pos = build_quotes(chain)
-        _, need = plan_geometry(result.params, q, jnp.asarray(_TRUNCATION),
-                                jnp.asarray(pb.log_tol))
-        n = max(pb.n_terms, _ladder(float(np.max(np.asarray(need)))))
-        model = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), result.params)
-        ivs = np.asarray(_grid_ivs(model, q, jnp.asarray(_TRUNCATION), jnp.asarray(pb.log_tol),
-                                   n))
-        return ivs[pos[:, 0], pos[:, 1]]
+        return _surface_ivs(result, q, log)[pos[:, 0], pos[:, 1]]
 
 
 __all__ = ["calibrate", "calibrate_batch", "model_iv_surface", "STATUS", "CONVERGED"]

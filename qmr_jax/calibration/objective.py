@@ -5,8 +5,11 @@ of that expiry's forward (columns), padded to a common width with zero weight. O
 depend on the forward only through ``K/F`` (every model here is homogeneous of degree one),
 so pricing at unit forward with no discounting reproduces the chain's Black-76 implied vols
 whatever the per-expiry forwards and rates are, and the characteristic function is evaluated
-once per expiry. Grid sizes are rounded up to a few buckets so that consecutive snapshots of
-a market reuse one compiled calibration.
+once per expiry. Grid sizes are rounded up to buckets about 1.25x apart (``bucket``) so that
+consecutive snapshots of a market, with a few quotes more or less, reuse one compiled
+calibration. A padding slot repeats a real quote of its expiry (the lowest strike; a padding
+expiry repeats the last one) with weight zero: it adds nothing to the loss and leaves every
+expiry's strike range, hence the pricer's planned geometry, as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 from ..models import Market
 from ..pricing.black import _black_core, _implied_vol_cjvp
 from ..pricing.fourier import _fourier_core
+from .programs import bucket
 
 REQUIRED_COLUMNS = ("expiry_years", "strike", "is_call", "forward", "bid_iv", "ask_iv", "mid_iv")
 LOSSES = ("iv", "price_vega", "price_spread")
@@ -39,10 +43,6 @@ class Quotes(NamedTuple):
     weight: jax.Array  # 0 on padding; mean 1 over real quotes
     mid_price: jax.Array  # Black-76 at mid_iv, unit forward, undiscounted
     scale: jax.Array  # residual divisor of the price losses (unit vega or unit spread)
-
-
-def _bucket(n: int, step: int) -> int:
-    return max(step, -(-n // step) * step)
 
 
 def check_chain(chain: pd.DataFrame, what: str = "chain") -> None:
@@ -101,11 +101,15 @@ def quote_weights(chain: pd.DataFrame, weights) -> np.ndarray:
 
 
 def build_quotes(chain: pd.DataFrame, weights=None, loss: str = "iv",
-                 shape: tuple[int, int] | None = None) -> tuple[Quotes, np.ndarray]:
+                 shape: tuple[int, int] | None = None, *,
+                 log=None) -> tuple[Quotes, np.ndarray]:
     """``Quotes`` of a chain and the ``[n_e, n_k]`` position of each chain row (row order).
 
-    ``shape`` pads to a given grid (for batches); by default the grid is rounded up to a
-    multiple of 4 expiries and 16 strikes.
+    ``shape`` pads to a given grid (for batches); by default the expiries are rounded up to
+    ``bucket(n, 4)`` and the strikes per expiry to ``bucket(n, 16)``. Padding slots repeat
+    the lowest-strike quote of their expiry (a padding expiry the last expiry's quotes) with
+    weight 0 and no bid or ask. ``log`` as in ``calibrate`` (the Black-76 prices of the grid
+    are a compiled program).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
@@ -118,16 +122,25 @@ def build_quotes(chain: pd.DataFrame, weights=None, loss: str = "iv",
     counts = np.bincount(row, minlength=len(expiries))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     col[order] = np.arange(len(t)) - np.repeat(starts, counts)
-    n_e, n_k = (_bucket(len(expiries), 4), _bucket(int(counts.max()), 16)) if shape is None \
+    n_e, n_k = (bucket(len(expiries), 4), bucket(int(counts.max()), 16)) if shape is None \
         else shape
     if n_e < len(expiries) or n_k < counts.max():
         raise ValueError(f"grid {shape} too small for {len(expiries)} expiries x "
                          f"{counts.max()} strikes")
+    # the chain row behind every slot: itself, else its expiry's lowest strike (col 0), and
+    # the last expiry's row for the padding expiries
+    source = np.empty((n_e, n_k), np.int64)
+    source[:len(expiries)] = order[starts][:, None]
+    source[row, col] = np.arange(len(t))
+    source[len(expiries):] = source[len(expiries) - 1]
+    real = np.zeros((n_e, n_k), bool)
+    real[row, col] = True
 
     def grid(values, fill, dtype=np.float64):
-        g = np.full((n_e, n_k), fill, dtype)
-        g[row, col] = values
-        return g
+        """Real values in their slots; ``fill`` (or, with ``fill=None``, the source row's
+        value) in the padding."""
+        g = np.asarray(values, dtype)[source]
+        return g if fill is None else np.where(real, g, fill)
 
     exp_pad = np.concatenate([expiries, np.full(n_e - len(expiries), expiries[-1])])
     mid = chain["mid_iv"].to_numpy(np.float64)
@@ -135,18 +148,17 @@ def build_quotes(chain: pd.DataFrame, weights=None, loss: str = "iv",
     ask = chain["ask_iv"].to_numpy(np.float64)
     is_call = chain["is_call"].to_numpy(bool)
     q = dict(
-        expiries=exp_pad, k=grid(k, 1.0), is_call=grid(is_call, True, bool),
-        mid_iv=grid(mid, 0.5), bid_iv=grid(np.where(np.isfinite(bid), bid, np.nan), np.nan),
+        expiries=exp_pad, k=grid(k, None), is_call=grid(is_call, None, bool),
+        mid_iv=grid(mid, None), bid_iv=grid(np.where(np.isfinite(bid), bid, np.nan), np.nan),
         ask_iv=grid(np.where(np.isfinite(ask), ask, np.nan), np.nan), weight=grid(w, 0.0),
     )
-    texp = q["expiries"][:, None]
+    texp = np.broadcast_to(q["expiries"][:, None], (n_e, n_k))
     sign = np.where(q["is_call"], 1.0, -1.0)
     with jax.enable_x64(True):
-        mid_price = np.asarray(_black_core(1.0, q["k"], texp, q["mid_iv"], sign, 1.0))
+        mid_price = _black_grid(q["k"], texp, q["mid_iv"], sign, log)
         if loss == "price_spread":
-            lo = np.asarray(_black_core(1.0, q["k"], texp, np.nan_to_num(q["bid_iv"]), sign, 1.0))
-            hi = np.asarray(_black_core(1.0, q["k"], texp, np.nan_to_num(q["ask_iv"], nan=0.0),
-                                        sign, 1.0))
+            lo = _black_grid(q["k"], texp, np.nan_to_num(q["bid_iv"]), sign, log)
+            hi = _black_grid(q["k"], texp, np.nan_to_num(q["ask_iv"], nan=0.0), sign, log)
             scale = hi - lo
             real = q["weight"] > 0
             if np.any(real & ~(scale > 0)):
@@ -162,6 +174,20 @@ def build_quotes(chain: pd.DataFrame, weights=None, loss: str = "iv",
             scale = np.exp(-0.5 * d * d) / np.sqrt(2.0 * np.pi) * np.sqrt(texp)  # unit vega
     quotes = Quotes(mid_price=mid_price, scale=scale, **q)
     return quotes, np.stack([row, col], axis=1)
+
+
+def _black_unit_forward(k, texp, vols, sign):
+    return _black_core(1.0, k, texp, vols, sign, 1.0)
+
+
+def _black_grid(k, texp, vols, sign, log=None) -> np.ndarray:
+    """Undiscounted unit-forward Black-76 prices on a quote grid (one program per grid)."""
+    from .programs import run
+
+    args = tuple(np.asarray(a, np.float64) for a in (k, texp, vols, sign))
+    return np.asarray(run("black grid", _black_unit_forward, args,
+                          what=f"Black-76 prices on a {k.shape[0]} x {k.shape[1]} grid",
+                          log=log))
 
 
 def model_prices(model, quotes: Quotes, n_terms: int, truncation, log_tol, geometry=None):

@@ -213,8 +213,7 @@ def build_result(*, chain, problem: Problem, rounds, best, ivs, u_starts, method
     bij = problem.bij
     last = rounds[-1]
     u = np.asarray(last.u)[best]
-    params = bij.to_model(np.asarray(u), problem.base)
-    params = type(params)(*(float(np.asarray(v)) for v in params))
+    params = bij.to_model_host(u, problem.base)
     status = int(np.asarray(last.status)[best])
     iterations = int(sum(np.asarray(s.iterations)[best] for s in rounds))
     evaluations = int(sum(np.asarray(s.evaluations)[best] for s in rounds))
@@ -251,8 +250,8 @@ def build_result(*, chain, problem: Problem, rounds, best, ivs, u_starts, method
         by_exp.insert(1, "expiry", by_exp["expiry_years"].map(exp))
     rows = []
     for s in range(u_starts.shape[0]):
-        start = bij.to_model(np.asarray(u_starts[s]), problem.base)
-        row = {f"start_{f}": float(np.asarray(getattr(start, f))) for f in start._fields}
+        start = bij.to_model_host(u_starts[s], problem.base)
+        row = {f"start_{f}": getattr(start, f) for f in start._fields}
         row.update(final_loss=float(np.asarray(rounds[0].loss)[s]),
                    iterations=int(np.asarray(rounds[0].iterations)[s]),
                    reason=STATUS[int(np.asarray(rounds[0].status)[s])], best=(s == best))
