@@ -33,7 +33,12 @@ import pytest
 import qmr_jax as qmr
 from qmr_jax.calibration import calibrate, calibrate_batch
 from qmr_jax.calibration.bijections import Bijection
-from qmr_jax.calibration.calibrate import _TRUNCATION, _problem_residual
+from qmr_jax.calibration.calibrate import (
+    _TRUNCATION,
+    _grid_quotes,
+    _problem_residual,
+    _surface_ivs,
+)
 from qmr_jax.calibration.objective import bucket, build_quotes, plan_geometry
 from qmr_jax.data.synthetic import synthetic_chain
 from qmr_jax.pricing.fourier import _log_tol
@@ -65,7 +70,7 @@ CHILD = textwrap.dedent("""
         lambda event, secs, **kw: traced.append(kw.get("fun_name"))
         if event == "/jax/core/compile/jaxpr_trace_duration" else None)
     start = qmr.Heston(v0=0.2, kappa=1.5, theta=0.25, xi=1.0, rho=0.0)
-    out = {"fits": [], "compiled": [], "traced": [], "lines": []}
+    out = {"fits": [], "compiled": [], "traced": [], "lines": [], "smile_compiled": []}
     for path in sys.argv[1:3]:
         chain = pd.read_pickle(path)
         lines, n_compiled, n_traced = [], len(compiled), len(traced)
@@ -75,6 +80,13 @@ CHILD = textwrap.dedent("""
         out["compiled"].append(compiled[n_compiled:])
         out["traced"].append(traced[n_traced:])
         out["lines"].append(lines)
+        # a report's smiles: every expiry on a 121-point grid (two tiles of the fit's grid)
+        n_compiled = len(compiled)
+        t = sorted(chain["expiry_years"].unique())
+        smiles = qmr.calibration.model_iv_surface(
+            fit, expiry_years=t, log_moneyness=[-0.6 + 0.01 * i for i in range(121)])
+        assert smiles.shape == (len(t), 121)
+        out["smile_compiled"].append(compiled[n_compiled:])
     out["built"] = [dataclasses.asdict(p) for p in programs.built()]
     print("RESULT" + json.dumps(out))
 """)
@@ -133,6 +145,11 @@ def test_one_calibration_compiles_at_most_the_budget(children):
     lines = first["lines"][0]
     assert any(ln.startswith("compiling the Heston calibration for ") for ln in lines), lines
     assert any(ln.startswith("compiled in ") and "(cache: " in ln for ln in lines), lines
+
+
+def test_a_reports_smiles_compile_nothing_more(children):
+    """``model_iv_surface`` on a report's grid reuses the calibration's programs."""
+    assert children[0]["smile_compiled"] == [[], []], children[0]["smile_compiled"]
 
 
 def test_a_new_snapshot_in_the_same_bucket_compiles_nothing(children, chains):
@@ -230,17 +247,24 @@ def test_bucket_ladder():
         [1, 3, 4, 5, 8, 10, 12, 16, 20, 24, 32]
 
 
-def test_model_iv_surface_on_a_padded_grid_is_the_model_smile(chains):
-    """``model_iv_surface`` pads its grid to a bucket; the values returned are the model's
-    implied vols there (repriced independently by COS)."""
+def test_model_iv_surface_is_the_model_smile_by_either_route(chains):
+    """``model_iv_surface`` tiles a grid into the calibration grid's shape and evaluates it
+    with the calibration's own solver (stopped before its first step); its fallback, a
+    pricing program on the bucketed grid, gives the same values; both are the model's
+    implied vols (repriced independently by COS)."""
     chain, _ = chains
     fit = calibrate(START, chain, n_terms=256)
     t = np.array([21 / 365, 0.25, 0.75])
-    x = np.linspace(-0.4, 0.3, 9)
+    x = np.linspace(-0.4, 0.3, 40)  # wider than the fit's 16 strikes: three tiles
     ivs = qmr.calibration.model_iv_surface(fit, expiry_years=t, log_moneyness=x)
-    assert ivs.shape == (3, 9)
+    assert ivs.shape == (3, 40)
     k = np.exp(x)[None, :]
     prices = qmr.fourier_price(fit.params, qmr.Market(1.0), k, t[:, None], x[None, :] >= 0,
                                method="cos")
-    want = qmr.implied_vol(prices, 1.0, k, t[:, None], x[None, :] >= 0)
-    np.testing.assert_allclose(ivs, np.asarray(want), rtol=0, atol=1e-8)
+    want = np.asarray(qmr.implied_vol(prices, 1.0, k, t[:, None], x[None, :] >= 0))
+    np.testing.assert_allclose(ivs, want, rtol=0, atol=1e-8)
+    xs = np.broadcast_to(x, (3, 40))
+    fallback = _surface_ivs(fit, _grid_quotes(t, xs, (bucket(3, 4), bucket(40, 16))))
+    np.testing.assert_allclose(fallback[:3, :40], want, rtol=0, atol=1e-8)
+    at_quotes = qmr.calibration.model_iv_surface(fit, chain)
+    np.testing.assert_allclose(at_quotes, fit.residuals["model_iv"], rtol=0, atol=1e-10)

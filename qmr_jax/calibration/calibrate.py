@@ -435,6 +435,63 @@ def _pad_rows_cols(x: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], n_rows - x.shape[0], axis=0)], axis=0)
 
 
+def _grid_quotes(t: np.ndarray, x: np.ndarray, shape: tuple[int, int]) -> Quotes:
+    """Quotes (unit weights, no market) at log-moneyness ``x`` (``[n_e, n_k]``) and expiries
+    ``t``, padded to ``shape`` by repetition."""
+    xp = _pad_rows_cols(x, *shape)
+    tp = _pad_rows_cols(t[:, None], shape[0], 1)[:, 0]
+    return Quotes(expiries=tp, k=np.exp(xp), is_call=xp >= 0, mid_iv=np.full(xp.shape, 0.5),
+                  bid_iv=np.full(xp.shape, np.nan), ask_iv=np.full(xp.shape, np.nan),
+                  weight=np.ones(xp.shape), mid_price=np.zeros(xp.shape),
+                  scale=np.ones(xp.shape))
+
+
+def _solver_ivs(result: CalibrationResult, q: Quotes, log=None) -> np.ndarray | None:
+    """Model IVs on ``q`` (the calibration grid's shape) from the calibration's own programs:
+    its planning, and its solver stopped before the first step (the first pass of
+    Levenberg-Marquardt evaluates the model IVs at the starting point), so a report builds
+    no program of its own. ``None`` when the fit's settings (not ``lm`` with the IV loss, a
+    batch) or the nodes ``q`` needs do not allow it."""
+    pb = result.problem
+    n_starts = len(result.starts)
+    if result.method != "lm" or pb.loss != "iv" or q.k.shape != pb.quotes.k.shape:
+        return None
+    bij = pb.bij
+    u = np.repeat(bij.to_unconstrained(result.params)[None, None], n_starts, axis=1)
+    base = jax.tree_util.tree_map(lambda v: np.asarray([v], np.float64), pb.base)
+    quotes = jax.tree_util.tree_map(lambda a: np.asarray(a)[None], q)
+    truncation, log_tol = np.float64(pb.truncation), np.float64(pb.log_tol)
+    grid = f" of a {q.k.shape[0]} x {q.k.shape[1]} grid"
+    geometry, need = _plan_all(u, bij, base, quotes, truncation, log_tol, log, grid)
+    if not need <= pb.n_terms:
+        return None
+    tol = Tolerances(np.asarray(0, np.int64), np.float64(0.0), np.float64(0.0),
+                     np.float64(0.0), np.float64(0.0))
+    solve = functools.partial(_solve_problems, bij=bij, loss="iv", method="lm",
+                              n_terms=pb.n_terms, feller=pb.feller)
+    _, _, ivs = programs.run(
+        _SOLVER, solve, (u, geometry, base, quotes, tol, np.float64(pb.feller_weight),
+                         truncation, log_tol),
+        static=(bij, "iv", "lm", pb.n_terms, pb.feller),
+        what=f"the {result.model} implied vols{grid} ({pb.n_terms} Fourier nodes)", log=log)
+    return np.asarray(ivs)[0]
+
+
+def _tiled_ivs(result: CalibrationResult, t: np.ndarray, x: np.ndarray, log=None):
+    """``_solver_ivs`` over ``[n_e, n_k]`` in tiles of the calibration grid's shape, or
+    ``None`` where that route does not apply."""
+    shape = result.problem.quotes.k.shape
+    out = np.empty(x.shape)
+    for r in range(0, x.shape[0], shape[0]):
+        for c in range(0, x.shape[1], shape[1]):
+            tile = x[r:r + shape[0], c:c + shape[1]]
+            ivs = _solver_ivs(result, _grid_quotes(t[r:r + shape[0]], tile, shape), log)
+            if ivs is None:
+                return None
+            out[r:r + tile.shape[0], c:c + tile.shape[1]] = ivs[:tile.shape[0], :tile.shape[1]]
+    return out
+
+
 def model_iv_surface(result: CalibrationResult, chain: pd.DataFrame | None = None,
                      expiry_years=None, log_moneyness=None, *,
                      log: Callable[[str], object] | None = None) -> np.ndarray:
@@ -443,27 +500,35 @@ def model_iv_surface(result: CalibrationResult, chain: pd.DataFrame | None = Non
     Either at the quotes of ``chain`` (default: the calibration chain's quotes, returned in
     its row order) or on a grid ``expiry_years`` (``[n_e]``) x ``log_moneyness``
     (``[n_e, n_k]`` or ``[n_k]``), returned ``[n_e, n_k]`` (the smile curves of a report).
-    Grids are padded to bucketed sizes (``objective.bucket``) so that the reports of
-    neighbouring snapshots share compiled programs; ``log`` as in ``calibrate``.
+
+    After a Levenberg-Marquardt fit to IVs (the default) the values come from the
+    calibration's own compiled programs, the grid cut into tiles of the calibration grid's
+    size: a report compiles nothing more. Otherwise (or where the grid needs more Fourier
+    nodes than the fit used) from a pricing program per bucketed grid size
+    (``programs.bucket``). ``log`` as in ``calibrate``.
     """
+    pb = result.problem
     with jax.enable_x64(True):
         if expiry_years is not None:
             t = np.atleast_1d(np.asarray(expiry_years, np.float64))
             x = np.asarray(log_moneyness, np.float64)
             x = np.broadcast_to(x, (len(t), x.shape[-1]))
             n_e, n_k = x.shape
-            xp = _pad_rows_cols(x, bucket(n_e, 4), bucket(n_k, 16))
-            tp = _pad_rows_cols(t[:, None], xp.shape[0], 1)[:, 0]
-            q = Quotes(expiries=tp, k=np.exp(xp), is_call=xp >= 0,
-                       mid_iv=np.full(xp.shape, 0.5), bid_iv=np.full(xp.shape, np.nan),
-                       ask_iv=np.full(xp.shape, np.nan), weight=np.ones(xp.shape),
-                       mid_price=np.zeros(xp.shape), scale=np.ones(xp.shape))
+            ivs = _tiled_ivs(result, t, x, log)
+            if ivs is not None:
+                return ivs
+            q = _grid_quotes(t, x, (bucket(n_e, 4), bucket(n_k, 16)))
             return _surface_ivs(result, q, log)[:n_e, :n_k]
         if chain is None:
             return result.residuals["model_iv"].to_numpy()
         check_chain(chain)
-        q, pos = build_quotes(chain)
-        return _surface_ivs(result, q, log)[pos[:, 0], pos[:, 1]]
+        size = (chain["expiry_years"].nunique(), int(chain.groupby("expiry_years").size().max()))
+        fits = size[0] <= pb.quotes.k.shape[0] and size[1] <= pb.quotes.k.shape[1]
+        q, pos = build_quotes(chain, shape=pb.quotes.k.shape if fits else None, log=log)
+        ivs = _solver_ivs(result, q, log) if fits else None
+        if ivs is None:
+            ivs = _surface_ivs(result, q, log)
+        return ivs[pos[:, 0], pos[:, 1]]
 
 
 __all__ = ["calibrate", "calibrate_batch", "model_iv_surface", "STATUS", "CONVERGED"]

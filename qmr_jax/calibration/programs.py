@@ -142,7 +142,7 @@ def _static_text(value) -> str:
 
 
 def _spec(x) -> jax.ShapeDtypeStruct:
-    dtype = jax.dtypes.canonicalize_dtype(np.result_type(x))
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype if hasattr(x, "dtype") else np.result_type(x))
     return jax.ShapeDtypeStruct(np.shape(x), dtype)
 
 
