@@ -268,3 +268,37 @@ def test_model_iv_surface_is_the_model_smile_by_either_route(chains):
     np.testing.assert_allclose(fallback[:3, :40], want, rtol=0, atol=1e-8)
     at_quotes = qmr.calibration.model_iv_surface(fit, chain)
     np.testing.assert_allclose(at_quotes, fit.residuals["model_iv"], rtol=0, atol=1e-10)
+
+
+def test_pricers_through_stored_programs_match_plain_calls(monkeypatch, tmp_path):
+    """With the program store on (as in the command line), ``fourier_price`` and
+    ``implied_vol`` of concrete inputs run stored programs (``implied_vol`` padded to a
+    bucket) and return what the plain calls return."""
+    from qmr_jax import _cache
+    from qmr_jax.calibration import programs
+
+    model = qmr.Heston(v0=0.36, kappa=2.0, theta=0.36, xi=1.0, rho=-0.25)
+    market = qmr.Market(60_000.0, 0.01, 0.0)
+    k = np.array([[50_000.0, 60_000.0, 70_000.0]] * 2)
+    t = np.array([[30 / 365], [90 / 365]])
+    calls = np.array([[False, True, True]] * 2)
+
+    def both():
+        prices = qmr.fourier_price(model, market, k, t, calls)
+        fwd = 60_000.0 * np.exp(0.01 * t)
+        vols, status = qmr.implied_vol(prices, fwd, k, t, calls, np.exp(-0.01 * t),
+                                       return_status=True)
+        return np.asarray(prices), np.asarray(vols), np.asarray(status)
+
+    plain = both()
+    n_built = programs.count()
+    monkeypatch.setattr(_cache, "_enabled", tmp_path)
+    stored = both()
+    names = [p.name for p in programs.built()[n_built:]]
+    assert names == ["fourier planning", "fourier core", "implied vol"], names
+    assert sorted(f.suffix for f in (tmp_path / "programs").iterdir()) == [".jax"] * 3 + \
+        [".xla"] * sum(p.cache != "hit" for p in programs.built()[n_built:])
+    assert stored[0].shape == (2, 3) and stored[1].shape == (2, 3)
+    np.testing.assert_allclose(stored[0], plain[0], rtol=1e-13, atol=0)
+    np.testing.assert_allclose(stored[1], plain[1], rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(stored[2], plain[2])

@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.special import erfc, erfinv, ndtr, ndtri
 
@@ -855,6 +856,19 @@ def _implied_vol_jvp(primals, tangents):
     return vols, d_vols
 
 
+def _stored_programs(inputs):
+    """``qmr_jax.calibration.programs`` for concrete ``inputs`` when ``qmr_jax`` turned the
+    persistent compilation cache on (``pricing.fourier._stored_programs``), else ``None``."""
+    from .. import _cache
+
+    if getattr(_cache, "_enabled", None) is None or any(
+            isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(inputs)):
+        return None
+    from ..calibration import programs
+
+    return programs
+
+
 @jax.jit
 def _implied_vol_core(prices, forward, strikes, expiries, sign, discount):
     return _implied_vol_cjvp(prices, forward, strikes, expiries, sign, discount)
@@ -911,6 +925,27 @@ def implied_vol(prices, forward, strikes, expiries, is_call, discount=1.0, *,
       ``return_status=True`` the tuple ``(vols, status)``.
     """
     dtype = float_dtype(prices, forward, strikes, expiries, discount)
+    programs = _stored_programs((prices, forward, strikes, expiries, is_call, discount))
+    if programs is not None:
+        # concrete inputs: the arrays flattened on the host and padded (by repeating the
+        # first option) to a bucketed length, so that chains of similar sizes share one
+        # stored program
+        arrays = np.broadcast_arrays(*(np.asarray(a, dtype) for a in (
+            prices, forward, strikes, expiries, discount)), np.asarray(is_call, bool))
+        shape, n = arrays[0].shape, arrays[0].size
+        if n:
+            m = programs.bucket(n, 16)
+            flat = [np.concatenate([a.reshape(-1), np.repeat(a.reshape(-1)[:1], m - n)])
+                    for a in arrays]
+            prices, forward, strikes, expiries, discount, is_call = flat
+            sign = np.where(is_call, 1.0, -1.0).astype(dtype)
+            vols, status = programs.run(
+                "implied vol", _implied_vol_status_core,
+                (prices, forward, strikes, expiries, sign, discount),
+                what=f"the implied-vol inversion of {n} prices (bucket {m})")
+            vols = jnp.asarray(np.asarray(vols)[:n].reshape(shape))
+            status = jnp.asarray(np.asarray(status)[:n].reshape(shape))
+            return (vols, status) if return_status else vols
     prices = jnp.asarray(prices, dtype)
     forward, strikes, expiries, _, sign, discount = _prepare(
         forward, strikes, expiries, jnp.zeros((), dtype), is_call, discount

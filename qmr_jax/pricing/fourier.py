@@ -660,27 +660,83 @@ def fourier_price(
     truncation = np.asarray(truncation, dtype)
     log_tol = np.asarray(_log_tol(tol, dtype), dtype)
     geometry = None
+    programs = _stored_programs() if _is_concrete(is_call) else None
     if _is_concrete((model, market, strikes, expiries)):
         # Range / period (and the terms they need) computed apart from the pricer, which is
         # compiled per n_terms: the same compiled geometry then serves every n_terms.
-        geometry = _plan_geometry(model, market, strikes, expiries, truncation, log_tol, method)
+        if programs is not None:
+            geometry, need = _plan_program(programs, model, market, strikes, expiries,
+                                           truncation, log_tol, method)
+        else:
+            geometry = _plan_geometry(model, market, strikes, expiries, truncation, log_tol,
+                                      method)
         if n_terms is None:
-            need = _plan_terms(model, expiries, geometry, log_tol, method)
+            if programs is None:
+                need = _plan_terms(model, expiries, geometry, log_tol, method)
             _check_resolvable(need, model, expiries, method, tol)
             n_terms = _round_terms(need, _MIN_TERMS[method])
     elif n_terms is None:
         n_terms = _TRACED_TERMS[method]
-    prices = _fourier_core(model, market, strikes, expiries, is_call, method, int(n_terms),
-                           truncation, log_tol, geometry)
+    if programs is not None and geometry is not None:
+        n = int(n_terms)
+        prices = programs.run(
+            "fourier core", functools.partial(_core_program, method=method, n_terms=n),
+            (model, market, strikes, expiries, is_call, truncation, log_tol, geometry),
+            static=(method, n), what=f"the {method} pricer of {_describe(strikes, expiries)} "
+                                     f"({n} terms)")
+    else:
+        prices = _fourier_core(model, market, strikes, expiries, is_call, method,
+                               int(n_terms), truncation, log_tol, geometry)
     if geometry is not None:  # concrete: a price the expansion did not resolve is an error
         _check_resolved(prices, model, strikes, expiries, method)
     return prices
+
+
+def _stored_programs():
+    """``qmr_jax.calibration.programs`` when ``qmr_jax`` turned the persistent compilation
+    cache on (``enable_compilation_cache``: the command line, the demo, the notebooks): the
+    concrete calls below then run programs built once per shape and kept on disk, so a new
+    process neither traces nor compiles them again. ``None`` otherwise (plain ``jit``)."""
+    from .. import _cache
+
+    if getattr(_cache, "_enabled", None) is None:
+        return None
+    from ..calibration import programs
+
+    return programs
+
+
+def _describe(strikes, expiries) -> str:
+    shape = np.broadcast_shapes(np.shape(strikes), np.shape(expiries))
+    return f"{math.prod(shape)} options" if len(shape) < 2 else \
+        f"a {' x '.join(str(n) for n in shape)} grid"
+
+
+def _plan_both(model, market, strikes, expiries, truncation, log_tol, method):
+    geometry = _plan_geometry(model, market, strikes, expiries, truncation, log_tol, method)
+    return geometry, _plan_terms(model, expiries, geometry, log_tol, method)
+
+
+def _core_program(model, market, strikes, expiries, is_call, truncation, log_tol, geometry, *,
+                  method, n_terms):
+    return _fourier_core(model, market, strikes, expiries, is_call, method, n_terms, truncation,
+                         log_tol, geometry)
+
+
+def _plan_program(programs, model, market, strikes, expiries, truncation, log_tol, method):
+    """``_plan`` as one stored program (``_stored_programs``)."""
+    return programs.run(
+        "fourier planning", functools.partial(_plan_both, method=method),
+        (model, market, strikes, expiries, truncation, log_tol), static=(method,),
+        what=f"the {method} planning of {_describe(strikes, expiries)}")
 
 
 def _check_resolved(prices, model, strikes, expiries, method) -> None:
     """Raise ``UnresolvedError`` naming the first option whose price is NaN although its
     model is valid (``_within_bounds`` refused it)."""
     p = np.asarray(prices)
+    if not np.any(np.isnan(p)):
+        return
     bad = np.isnan(p) & np.asarray(model_valid(model, None), bool)
     if not np.any(bad):
         return
@@ -807,7 +863,12 @@ def fourier_pricer(
     trunc = np.asarray(truncation, dtype)
     log_tol = np.asarray(_log_tol(tol, dtype), dtype)
     if n_terms is None:
-        _, need = _plan(model, market, strikes, expiries, trunc, log_tol, method)
+        programs = _stored_programs()
+        if programs is not None and _is_concrete(is_call):
+            _, need = _plan_program(programs, model, market, strikes, expiries, trunc, log_tol,
+                                    method)
+        else:
+            _, need = _plan(model, market, strikes, expiries, trunc, log_tol, method)
         _check_resolvable(need, model, expiries, method, tol)
         n_terms = _round_terms(need, _MIN_TERMS[method])
     elif int(n_terms) < 1:
