@@ -133,7 +133,7 @@ def _plan_all(u, bij, base, quotes, truncation, log_tol, log=None, what=""):
     var, period, need = programs.run(
         _PLANNER, functools.partial(_plan_points, bij=bij),
         (np.asarray(u, np.float64), base, quotes, truncation, log_tol), static=(bij,),
-        what=f"the Fourier planning{what}", log=log)
+        what=f"the Fourier planning{what}", log=log, quick_compile=True)
     # a longer period only lowers the aliasing error; the margin lets the fit move the tails
     # a little before the optimum needs a polishing round
     geometry = (np.asarray(var), _PERIOD_MARGIN * np.asarray(period))
@@ -421,7 +421,8 @@ def _surface_ivs(result: CalibrationResult, q: Quotes, log=None) -> np.ndarray:
     args = (model, q, np.float64(_TRUNCATION), np.float64(pb.log_tol))
     grid = f"a {q.k.shape[0]} x {q.k.shape[1]} grid"
     need = float(programs.run("surface planning", _plan_grid, args,
-                              what=f"the Fourier planning of {grid}", log=log))
+                              what=f"the Fourier planning of {grid}", log=log,
+                              quick_compile=True))
     n = max(pb.n_terms, _ladder(need, margin=1.0)) if np.isfinite(need) else pb.n_terms
     return np.asarray(programs.run(
         "surface ivs", functools.partial(_grid_ivs, n_terms=n), args, static=(n,),

@@ -187,7 +187,7 @@ def _black_grid(k, texp, vols, sign, log=None) -> np.ndarray:
     args = tuple(np.asarray(a, np.float64) for a in (k, texp, vols, sign))
     return np.asarray(run("black grid", _black_unit_forward, args,
                           what=f"Black-76 prices on a {k.shape[0]} x {k.shape[1]} grid",
-                          log=log))
+                          log=log, quick_compile=True))
 
 
 def model_prices(model, quotes: Quotes, n_terms: int, truncation, log_tol, geometry=None):
