@@ -1105,7 +1105,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(initial, chain, loss=args.loss, weights=args.weights,
                            method=args.method, starts=args.starts, seed=args.seed,
                            feller_penalty=args.feller_penalty, max_iter=args.max_iter,
-                           fixed=tuple(fixed), bounds=bounds)
+                           fixed=tuple(fixed), bounds=bounds,
+                           log=lambda text: say(args, f"  {text}"))
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
     say(args, result.summary())
