@@ -2,12 +2,13 @@
 
 The blocks share one namespace (later blocks use the names of earlier ones, as the README
 reads) and run with float64 (tests/conftest.py) in a working folder that mirrors the
-repository root: every top-level entry is linked there except ``out/``, so the relative paths
+repository root: every visible top-level entry is linked there except ``out/``, so the paths
 of the snippets (``scenarios/...``) resolve as from the root while what they write
 (``out/sweep``) lands in a temporary folder, never in the checkout. A block that reads the
 shared market data (``load_deribit`` and the other loaders) is skipped, with the reason, when
-the data is absent; every other block must run. A block that raises fails its test, which
-names the README line where the block starts.
+the data is absent; every other block must run. A block that raises fails its test (named
+after the README line where the block starts; the traceback gives the README's own line
+numbers), and the blocks after it are skipped rather than failing on its missing names.
 """
 
 from __future__ import annotations
