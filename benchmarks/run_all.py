@@ -34,6 +34,7 @@ BENCHMARKS = {
     "mc_greeks": "bench_mc_greeks.py",
     "sweep": "bench_sweep.py",
     "integrity": "bench_integrity.py",
+    "latency": "bench_latency.py",
 }
 
 
