@@ -942,8 +942,7 @@ def implied_vol(prices, forward, strikes, expiries, is_call, discount=1.0, *,
             vols, status = programs.run(
                 "implied vol", _implied_vol_status_core,
                 (prices, forward, strikes, expiries, sign, discount),
-                what=f"the implied-vol inversion of {n} prices (bucket {m})",
-                quick_compile=True)
+                what=f"the implied-vol inversion of {n} prices (bucket {m})")
             vols = jnp.asarray(np.asarray(vols)[:n].reshape(shape))
             status = jnp.asarray(np.asarray(status)[:n].reshape(shape))
             return (vols, status) if return_status else vols

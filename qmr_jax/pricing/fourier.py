@@ -728,7 +728,7 @@ def _plan_program(programs, model, market, strikes, expiries, truncation, log_to
     return programs.run(
         "fourier planning", functools.partial(_plan_both, method=method),
         (model, market, strikes, expiries, truncation, log_tol), static=(method,),
-        what=f"the {method} planning of {_describe(strikes, expiries)}", quick_compile=True)
+        what=f"the {method} planning of {_describe(strikes, expiries)}")
 
 
 def _check_resolved(prices, model, strikes, expiries, method) -> None:
