@@ -1232,6 +1232,21 @@ def _message(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _show_compile_lines() -> None:
+    """Programs built without a ``log`` function announce themselves on the
+    ``qmr_jax.compile`` logger ("compiling ...", "compiled in 3.1 s"): show them on stderr."""
+    import logging
+
+    class ToStderr(logging.Handler):  # the stderr of the moment, not the one at set-up
+        def emit(self, record):
+            print(f"  {record.getMessage()}", file=sys.stderr, flush=True)
+
+    logger = logging.getLogger("qmr_jax.compile")
+    if not any(type(h).__name__ == "ToStderr" for h in logger.handlers):
+        logger.addHandler(ToStderr())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``qmr`` command line; returns the exit status (0 ok, 2 bad input; ``calibrate``
     returns 1 when the solver did not converge)."""
@@ -1252,6 +1267,7 @@ def main(argv: list[str] | None = None) -> int:
                 from ._cache import enable_compilation_cache
 
                 enable_compilation_cache()
+            _show_compile_lines()
         return cmd.run(args)
     except (UsageError, ValueError, OSError) as exc:
         print(f"qmr {cmd.name}: error: {_message(exc)}", file=sys.stderr)

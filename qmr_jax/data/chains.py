@@ -132,7 +132,7 @@ _YEAR_SECONDS = 365.0 * 86400.0
 # the entry point
 
 
-def load_chain(source, *, currency: str | None = None, snapshot="last", clean: bool = True,
+def load_chain(source=None, *, currency: str | None = None, snapshot="last", clean: bool = True,
                rules: CleaningRules | None = None, return_dropped: bool = False,
                as_of=None, price_unit: str | None = None):
     """Load an option chain from a Deribit file, a simple CSV/Parquet or Deribit API JSON.
@@ -146,7 +146,8 @@ def load_chain(source, *, currency: str | None = None, snapshot="last", clean: b
     as ``load_deribit`` does and give the same table.
 
     Args:
-      source: a file or a Deribit data folder.
+      source: a file or a Deribit data folder; ``None``: the shared Deribit data
+        (``load_deribit``'s default, ``$QMR_DATA_DIR``), currency BTC unless given.
       currency: ``"BTC"`` or ``"ETH"``; ``None`` for the only coin of the file (a file
         holding both needs it). A simple file without a ``currency`` column needs it.
       snapshot: ``"last"`` (default), ``"first"``, an ``int`` index, a time (the latest
@@ -170,6 +171,16 @@ def load_chain(source, *, currency: str | None = None, snapshot="last", clean: b
       FileNotFoundError: no such file or folder.
       ValueError: unreadable or malformed input, naming the file, the row and the field.
     """
+    if source is None:
+        if as_of is not None or price_unit not in (None, "coin"):
+            raise ValueError("as_of and price_unit apply to a simple file; the default data "
+                             "is Deribit's")
+        from .deribit import load_deribit
+
+        out = load_deribit(None, currency=currency or "BTC", snapshot=snapshot, clean=clean,
+                           rules=rules, return_dropped=return_dropped)
+        (out[0] if return_dropped else out).attrs["format"] = "deribit"
+        return out
     p = Path(source)
     if not p.exists():
         raise FileNotFoundError(f"option chain file not found: {p}")
