@@ -46,3 +46,15 @@ def data_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261124)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_compilation_cache_switch():
+    """A command run in-process (``qmr_jax.cli.main``) turns on ``enable_compilation_cache``,
+    which sends concrete pricing and implied-vol calls through stored programs; switch that
+    back off after each test so no test depends on which tests ran before it."""
+    from qmr_jax import _cache
+
+    before = _cache._enabled
+    yield
+    _cache._enabled = before

@@ -170,6 +170,7 @@ print("PROBE", _json.dumps({
 """
 
 
+@pytest.mark.slow  # 80 s cold on 2 cores: `make test-slow`; committed outputs checked above
 def test_calibration(tmp_path, monkeypatch):
     from qmr_jax.calibration import DEFAULT_BOUNDS
     from qmr_jax.models import Bates, Heston
@@ -275,6 +276,7 @@ print("PROBE", _json.dumps({
 """
 
 
+@pytest.mark.slow  # 80 s cold on 2 cores: `make test-slow`; committed outputs checked above
 def test_stress_and_sweeps(tmp_path, monkeypatch):
     nb = run_notebook("stress_and_sweeps.ipynb", tmp_path, monkeypatch, STRESS_PROBE)
     p = probe_values(nb)
