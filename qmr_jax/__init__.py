@@ -25,9 +25,7 @@ import JAX; ``from qmr_jax import X`` and ``qmr_jax.X`` work as usual.
 """
 
 
-import sys as _sys
-import types as _types
-from importlib import import_module as _import_module
+from ._lazy import lazy_package as _lazy_package
 
 __version__ = "0.1.0"
 
@@ -58,36 +56,7 @@ for _mod, _names in {
 del _mod, _names, _name
 
 
-class _Package(_types.ModuleType):
-    """The package's module type: the import system binds a submodule as an attribute of its
-    package when it is imported, and ``qmr_jax.simulate`` (the module) would then hide
-    ``qmr_jax.simulate`` (the function). A public name that is not a module keeps its value."""
-
-    def __setattr__(self, name, value):
-        target = _LAZY.get(name)
-        if target is not None and target[1] is not None and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str):
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'qmr_jax' has no attribute {name!r}") from None
-    value = _import_module(module, __name__)
-    if attr is not None:
-        value = getattr(value, attr)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = _lazy_package(__name__, _LAZY)
 
 __all__ = [
     "GBM",

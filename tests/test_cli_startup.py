@@ -17,7 +17,7 @@ try:
 except SystemExit as exc:
     status = exc.code
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'numpy', 'pandas')
-               or m.startswith('qmr_jax.') and m.split('.')[1] not in ('cli', '_cache'))
+               or m.startswith('qmr_jax.') and m.split('.')[1] not in ('cli', '_cache', '_lazy'))
 print('HEAVY', heavy)
 sys.exit(status or 0)
 """

@@ -6,9 +6,7 @@ The public names load their modules on first use (PEP 562): the pricers use
 solvers, optax and pandas.
 """
 
-import sys as _sys
-import types as _types
-from importlib import import_module as _import_module
+from .._lazy import lazy_package as _lazy_package
 
 # public name -> (module relative to this package, attribute)
 _LAZY: dict[str, tuple[str, str]] = {}
@@ -25,33 +23,7 @@ for _mod, _names in {
 del _mod, _names, _name
 
 
-class _Package(_types.ModuleType):
-    """The import system binds a submodule as an attribute of its package when it is
-    imported: ``qmr_jax.calibration.calibrate`` (the module) would then hide
-    ``qmr_jax.calibration.calibrate`` (the function). A public name keeps its value."""
-
-    def __setattr__(self, name, value):
-        if name in _LAZY and isinstance(value, _types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str):
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(_import_module(module, __name__), attr)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = _lazy_package(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_BOUNDS", "Bijection", "FieldMap", "CalibrationResult", "STATUS", "calibrate",

@@ -5,32 +5,23 @@ Nothing here is traced or jitted; inputs are plain NumPy/pandas values. Figures 
 state is touched.
 """
 
-from importlib import import_module as _import_module
+from .._lazy import lazy_package as _lazy_package
 
-# Names are imported on first use (PEP 562): ``qmr_jax.report.tables`` alone (the command
-# line's price table) does not import matplotlib.
-_LAZY = {
-    **dict.fromkeys(("ladder_figure", "save_figure", "smile_figure", "tornado_figure"),
-                    ".figures"),
-    **dict.fromkeys(("Page", "escape"), ".html"),
-    **dict.fromkeys(("es_contribution_table", "pnl_heatmap", "stress_report", "stress_table",
-                     "sweep_report", "worst_scenarios"), ".stress"),
-    **dict.fromkeys(("Column", "format_number", "html_table", "text_table"), ".tables"),
-}
+# Names are imported on first use: ``qmr_jax.report.tables`` alone (the command line's price
+# table) does not import matplotlib.
+_LAZY: dict[str, tuple[str, str]] = {}
+for _mod, _names in {
+    ".figures": ("ladder_figure", "save_figure", "smile_figure", "tornado_figure"),
+    ".html": ("Page", "escape"),
+    ".stress": ("es_contribution_table", "pnl_heatmap", "stress_report", "stress_table",
+                "sweep_report", "worst_scenarios"),
+    ".tables": ("Column", "format_number", "html_table", "text_table"),
+}.items():
+    for _name in _names:
+        _LAZY[_name] = (_mod, _name)
+del _mod, _names, _name
 
-
-def __getattr__(name: str):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'qmr_jax.report' has no attribute {name!r}") from None
-    value = getattr(_import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_package(__name__, _LAZY)
 
 
 __all__ = [
