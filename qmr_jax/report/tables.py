@@ -12,21 +12,28 @@ from .html import escape
 Formatter = Callable[[Any], str]
 
 
-def format_number(value: Any, spec: str = ".6g", *, missing: str = "") -> str:
-    """Format a number with ``spec`` (a ``format`` spec); NaN/None give ``missing``.
-
-    Booleans print as ``yes``/``no``; other non-numbers are returned as ``str(value)``.
-    """
+def _number(value: Any, missing: str, *, bools: bool = True) -> float | str:
+    """A cell's number as a float, or the text to show instead: ``missing`` for None/NaN,
+    ``yes``/``no`` for booleans (when ``bools``), ``str(value)`` for a non-number."""
     if value is None:
         return missing
-    if isinstance(value, bool):
+    if bools and isinstance(value, bool):
         return "yes" if value else "no"
     try:
         x = float(value)
     except (TypeError, ValueError):
         return str(value)
-    if math.isnan(x):
-        return missing
+    return missing if math.isnan(x) else x
+
+
+def format_number(value: Any, spec: str = ".6g", *, missing: str = "") -> str:
+    """Format a number with ``spec`` (a ``format`` spec); NaN/None give ``missing``.
+
+    Booleans print as ``yes``/``no``; other non-numbers are returned as ``str(value)``.
+    """
+    x = _number(value, missing)
+    if isinstance(x, str):
+        return x
     if spec.endswith(("d", "n")) and x.is_integer():
         return format(int(x), spec)
     return format(x, spec)
@@ -37,16 +44,9 @@ def format_sig(value: Any, digits: int = 4, *, missing: str = "-") -> str:
     separators: ``60000.0 -> "60,000"``, ``0.362137 -> "0.3621"``, ``-2.5 -> "-2.5"``,
     ``123456.7 -> "123,500"``; never scientific notation between 1e-6 and 1e15 (outside, the
     ``e`` form of ``digits`` digits); ``-0`` prints as ``0``; NaN/None give ``missing``."""
-    if value is None:
-        return missing
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(x):
-        return missing
+    x = _number(value, missing)
+    if isinstance(x, str):
+        return x
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
     if x == 0:
@@ -70,14 +70,9 @@ def format_fixed(value: Any, decimals: int = 2, *, zero: float = 0.0,
     """A number with ``decimals`` decimals and thousands separators, magnitudes below
     ``zero`` shown as ``0`` (numerical noise such as ``1.4e-11``): ``-0.00`` never appears.
     ``sign`` puts ``+`` before positive numbers; NaN/None give ``missing``."""
-    if value is None:
-        return missing
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(x):
-        return missing
+    x = _number(value, missing, bools=False)
+    if isinstance(x, str):
+        return x
     if abs(x) < zero:
         x = 0.0
     text = f"{x:{'+' if sign else ''},.{decimals}f}"
